@@ -1,0 +1,35 @@
+"""Typed configs: every hydra config group is validated against a dataclass.
+
+`as_dataclass(Cls, cfg)` merges the YAML node into the structured schema, so a misspelled or
+unknown key fails at start with OmegaConf's message naming it, instead of silently being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+T = TypeVar("T")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def as_dataclass(cls: type[T], cfg: Any) -> T:
+    """Validate `cfg` (DictConfig, dict or None) against dataclass `cls` and return an instance."""
+    schema = OmegaConf.structured(cls)
+    if cfg is not None:
+        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+        schema = OmegaConf.merge(schema, node)
+    return OmegaConf.to_object(schema)  # type: ignore[return-value]
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain dict of a dataclass or DictConfig (for store attrs, checkpoints, logs)."""
+    if dataclasses.is_dataclass(obj):
+        return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)  # type: ignore[return-value]
+    if isinstance(obj, DictConfig):
+        return OmegaConf.to_container(obj, resolve=True)  # type: ignore[return-value]
+    return dict(obj)
