@@ -1,20 +1,30 @@
 """toto-robot's shared floor: specs, the episode store, the policy protocol, configs, encoders.
 
-Nothing here imports `envs`, `pretrain`, `policies` or `hardware`. Torch-dependent pieces
-(`load_encoder`) are imported lazily so that reading a store does not pull in torch.
+Nothing here imports `envs`, `pretrain`, `policies` or `hardware`. Names are resolved lazily so
+that importing one submodule (say, the transformer on a bare GPU box) does not pull in zarr,
+and reading a store does not pull in torch.
 """
 
-from toto_robot.episode_store import EpisodeStore, EpisodeStoreError
-from toto_robot.policy import Policy
-from toto_robot.spec import ArraySpec, ShapeMeta, SpecError
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["ArraySpec", "EpisodeStore", "EpisodeStoreError", "Policy", "ShapeMeta", "SpecError", "load_encoder"]
+
+_EXPORTS = {
+    "ArraySpec": "toto_robot.spec",
+    "ShapeMeta": "toto_robot.spec",
+    "SpecError": "toto_robot.spec",
+    "EpisodeStore": "toto_robot.episode_store",
+    "EpisodeStoreError": "toto_robot.episode_store",
+    "Policy": "toto_robot.policy",
+    "load_encoder": "toto_robot.encoder",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name == "load_encoder":
-        from toto_robot.encoder import load_encoder
-
-        return load_encoder
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'toto_robot' has no attribute {name!r}")
