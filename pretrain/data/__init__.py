@@ -1,0 +1,1 @@
+"""Pre-training data: frame sources, the token shard format, and the tokenize pipeline."""

@@ -1,0 +1,1 @@
+"""dVAE tokenizer training: losses, annealing schedules, metrics and the training loop."""
