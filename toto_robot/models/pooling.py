@@ -1,0 +1,100 @@
+"""Pooling heads: token features (B, T, D) -> one vector per sample (B, D_out).
+
+Toto's probes found attention pooling (a learned query cross-attending over the token features)
+well ahead of average pooling, so policies on the frozen encoder use `AttentionPool`; `AvgPool`
+stays for comparison. Both are small, trainable and independent of the encoder, and are built
+from one `PoolingConfig` so that a probe, an encoder artifact and a policy checkpoint describe a
+head the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PoolingConfig:
+    """kind: "attention" or "avg". out_dim None keeps the feature width D."""
+
+    kind: str = "attention"
+    n_heads: int = 8
+    n_queries: int = 1
+    out_dim: int | None = None
+
+
+class AttentionPool(nn.Module):
+    """n_queries learned queries cross-attend over layer-normed tokens; (B, T, D) -> (B, out_dim).
+
+    The queries' outputs are concatenated (n_queries * D) and projected to out_dim when given.
+    `mask` (B, T) bool marks valid tokens (True = attend), for padded histories.
+    """
+
+    def __init__(self, dim: int, n_heads: int = 8, n_queries: int = 1, out_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"AttentionPool: feature dim {dim} is not divisible by n_heads {n_heads}")
+        self.dim, self.n_heads, self.n_queries = dim, n_heads, n_queries
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.zeros(n_queries, dim))
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.out_norm = nn.LayerNorm(n_queries * dim)
+        self.proj = nn.Linear(n_queries * dim, out_dim) if out_dim else nn.Identity()
+        self.out_dim = out_dim or n_queries * dim
+        nn.init.trunc_normal_(self.query, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_tokens(x, self.dim)
+        b, t, d = x.shape
+        h = self.n_heads
+        k, v = self.kv_proj(self.norm(x)).view(b, t, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        q = self.q_proj(self.query).view(1, self.n_queries, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
+        attn_mask = None if mask is None else mask.view(b, 1, 1, t).to(torch.bool)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, Q, d/h)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, self.n_queries, d))
+        return self.proj(self.out_norm(out.reshape(b, self.n_queries * d)))
+
+
+class AvgPool(nn.Module):
+    """Mean over (valid) tokens, layer norm, optional linear projection; (B, T, D) -> (B, out_dim)."""
+
+    def __init__(self, dim: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_dim) if out_dim else nn.Identity()
+        self.out_dim = out_dim or dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_tokens(x, self.dim)
+        if mask is None:
+            pooled = x.mean(dim=1)
+        else:
+            w = mask.to(x.dtype).unsqueeze(-1)
+            pooled = (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return self.proj(self.norm(pooled))
+
+
+def build_pooling(cfg: PoolingConfig | dict[str, Any], dim: int) -> nn.Module:
+    """The pooling head `cfg` describes, over token features of width `dim`."""
+    cfg = cfg if isinstance(cfg, PoolingConfig) else PoolingConfig(**cfg)
+    if cfg.kind not in _BUILDERS:
+        raise ValueError(f"unknown pooling kind {cfg.kind!r}; expected one of {sorted(_BUILDERS)}")
+    return _BUILDERS[cfg.kind](cfg, dim)
+
+
+_BUILDERS = {
+    "attention": lambda c, d: AttentionPool(d, n_heads=c.n_heads, n_queries=c.n_queries, out_dim=c.out_dim),
+    "avg": lambda c, d: AvgPool(d, out_dim=c.out_dim),
+}
+
+
+def _check_tokens(x: torch.Tensor, dim: int) -> None:
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise ValueError(f"pooling expects token features (B, T, {dim}), got {tuple(x.shape)}")
