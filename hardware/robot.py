@@ -1,0 +1,193 @@
+"""The robot interface the deployment runner, teleoperation and replay code against.
+
+A `Robot` is a Franka-like arm with a parallel gripper, driven in Cartesian space at the control
+rate (10 Hz default) by 7-D actions in [-1, 1] (toto_robot's shared convention):
+[0:3] end-effector translation delta in the base frame x `max_translation` m, [3:6] axis-angle
+rotation delta in the base frame x `max_rotation` rad, [6] gripper (> 0 close, <= 0 open).
+
+Every command leaves the process through `send_action` / `send_target`, which pass it through the
+backend's `SafetyFilter` and return the `SentCommand` actually sent (record that one, not the
+policy's raw output). Motions are asynchronous: `send_action` returns within milliseconds.
+
+Errors from the backend reach callers as the exception types below, with the backend's own
+exception (a franky `ControlException`, ...) kept as `__cause__`:
+
+- `RobotReflexError`: the arm stopped on a reflex (collision, joint limit, discontinuity...);
+  call `recover()` once; the runner stops if it happens again.
+- `RobotConnectionError`: the link to the controller is gone; stop cleanly, do not retry.
+- `RobotError`: anything else (command refused by the controller, motion timeout).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hardware.safety import SafetyConfig, SafetyFilter, SentCommand
+
+
+class RobotError(RuntimeError):
+    """The robot refused or failed a command; see `__cause__` for the backend's exception."""
+
+
+class RobotReflexError(RobotError):
+    """The controller stopped the arm on a reflex; `reflexes` names them (e.g. "cartesian_reflex")."""
+
+    def __init__(self, message: str, reflexes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reflexes = reflexes
+
+
+class RobotConnectionError(RobotError):
+    """The connection to the robot controller is lost or could not be made."""
+
+
+@dataclass(frozen=True)
+class RobotState:
+    """One state sample. Positions in the robot base frame.
+
+    joint_pos: (7,) rad; joint_vel: (7,) rad/s; eef_pos: (3,) m; eef_quat: (4,) w-x-y-z;
+    eef_vel: (6,) [linear m/s, angular rad/s] base frame; gripper_width: m (finger distance).
+    t_device: the controller's own clock [s] (None if the backend has none);
+    t_host: time.monotonic() when the sample was received [s].
+    mode: backend's robot mode name ("Idle", "Move", "Reflex", "UserStopped", ...);
+    errors: names of the errors the controller currently reports (empty when fine);
+    motion_active: a motion is executing.
+    """
+
+    joint_pos: np.ndarray
+    joint_vel: np.ndarray
+    eef_pos: np.ndarray
+    eef_quat: np.ndarray
+    eef_vel: np.ndarray
+    gripper_width: float
+    t_device: float | None
+    t_host: float
+    mode: str = "Idle"
+    errors: tuple[str, ...] = ()
+    motion_active: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.mode not in ("Reflex", "UserStopped", "Other")
+
+    def as_obs(self) -> dict[str, np.ndarray]:
+        """The low-dim observation keys of toto_robot's shape meta, float32."""
+        return {
+            "eef_pos": np.asarray(self.eef_pos, dtype=np.float32),
+            "eef_quat": np.asarray(self.eef_quat, dtype=np.float32),
+            "gripper_width": np.array([self.gripper_width], dtype=np.float32),
+            "joint_pos": np.asarray(self.joint_pos, dtype=np.float32),
+        }
+
+
+@dataclass
+class RobotConfig:
+    """Backend-independent settings (conf/robot/*.yaml). Units: m, rad, s, N.
+
+    `max_translation` / `max_rotation` scale actions (the shared action convention); the safety
+    limits live in `SafetyConfig`. `home_joints` is the FR3/Panda ready pose.
+    """
+
+    backend: str = "franky"
+    host: str = "172.16.0.2"
+    control_hz: float = 10.0
+    max_translation: float = 0.05
+    max_rotation: float = 0.25
+    home_joints: list[float] = field(
+        default_factory=lambda: [0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398]
+    )
+    home_speed: float = 0.15  # fraction of the joint velocity/acceleration/jerk limits
+    motion_timeout_s: float = 20.0
+    gripper_speed: float = 0.05  # m/s
+    grasp_force: float = 20.0  # N
+    gripper_open_width: float = 0.08
+    gripper_epsilon: float = 0.08  # grasp succeeds for any object width in [0, open width]
+
+
+class Robot(abc.ABC):
+    """A Cartesian-controlled arm + gripper. Use as a context manager: exit stops and closes."""
+
+    config: RobotConfig
+    safety: SafetyFilter
+
+    def __init__(self, config: RobotConfig, safety: SafetyConfig | None = None) -> None:
+        self.config = config
+        self.safety = SafetyFilter(safety or SafetyConfig(), config.control_hz, config.max_translation, config.max_rotation)
+
+    # ------------------------------------------------------------------ connection
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the connection (raises RobotConnectionError); reads the state once."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop any motion and release the connection. Safe to call twice."""
+
+    @property
+    @abc.abstractmethod
+    def is_connected(self) -> bool: ...
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self.is_connected:
+                self.stop()
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------ state
+    @abc.abstractmethod
+    def get_state(self) -> RobotState:
+        """Latest state; raises RobotConnectionError when the link is gone."""
+
+    # ------------------------------------------------------------------ motion
+    @abc.abstractmethod
+    def move_home(self, timeout_s: float | None = None) -> None:
+        """Blocking joint motion to `config.home_joints`, gripper opened; clears the command queue."""
+
+    @abc.abstractmethod
+    def send_action(self, action: np.ndarray) -> SentCommand:
+        """Non-blocking: one (7,) action in [-1, 1] through the safety filter to the arm + gripper.
+
+        Raises RobotReflexError / RobotConnectionError / RobotError when the controller reports
+        one (checked before the motion is issued); a refused command returns `sent=False`.
+        """
+
+    @abc.abstractmethod
+    def send_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float | None = None) -> SentCommand:
+        """Non-blocking absolute end-effector target (pos (3,) m, quat (4,) wxyz, base frame).
+
+        Goes through the same safety filter as `send_action` (per-step limits relative to the
+        current reference); `gripper` follows the action convention (> 0 close) or None.
+        """
+
+    # ------------------------------------------------------------------ gripper
+    @abc.abstractmethod
+    def open_gripper(self, wait: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    def grasp(self, force: float | None = None, wait: bool = True) -> bool:
+        """Close on an object with `force` N (config default); True when something is held."""
+
+    # ------------------------------------------------------------------ errors
+    @abc.abstractmethod
+    def recover(self) -> bool:
+        """Clear a reflex / error state (logged); True when the robot is usable again.
+
+        Also clears the command queue, so no stale target is resumed.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop motion now (decelerating) and clear the command queue."""
+
+    @abc.abstractmethod
+    def clear_queue(self) -> None:
+        """Drop pending targets and re-anchor the safety reference on the measured pose."""
