@@ -1,0 +1,177 @@
+"""Policies the runner is tested and benchmarked with, before any BC policy exists.
+
+All implement `toto_robot.policy.Policy` (reset / select_action), so the runner never knows
+which one it drives:
+
+- `TinyTorchPolicy`: a small conv + MLP net (random or from a safetensors checkpoint), with an
+  optional latency floor that emulates a heavier encoder (the bench uses ~25 ms);
+- `ScriptedPickPolicy`: closed-loop pick of a cube at a known position (franky-sim scene);
+- `ReplayPolicy`: plays back recorded actions (replay_episode.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from toto_robot.config import to_dict
+from toto_robot.spec import ShapeMeta
+
+
+@dataclass
+class TinyTorchConfig:
+    type: str = "tiny_torch"
+    checkpoint: str = ""  # safetensors file written by `TinyTorchPolicy.save`; empty = random init
+    seed: int = 0
+    width: int = 64
+    action_scale: float = 0.3  # |translation/rotation action| <= this (a random net moves gently)
+    min_latency_ms: float = 0.0  # pad each select_action to this long (emulates a heavier encoder)
+
+
+class _TinyNet(nn.Module):
+    """Per camera: strided conv + global pool (8 features); low-dim concat; MLP -> tanh (A,)."""
+
+    def __init__(self, shape_meta: ShapeMeta, width: int) -> None:
+        super().__init__()
+        self.rgb_keys, self.low_keys = shape_meta.rgb_keys, shape_meta.low_dim_keys
+        self.convs = nn.ModuleDict({k: nn.Conv2d(3, 8, kernel_size=8, stride=8) for k in self.rgb_keys})
+        n_low = sum(int(np.prod(shape_meta.obs[k].shape)) for k in self.low_keys)
+        self.mlp = nn.Sequential(nn.Linear(8 * len(self.rgb_keys) + n_low, width), nn.ReLU(), nn.Linear(width, shape_meta.action.shape[0]))
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        feats = [torch.relu(self.convs[k](obs[k].permute(0, 3, 1, 2).float() / 255.0)).mean(dim=(2, 3)) for k in self.rgb_keys]
+        feats += [obs[k].reshape(obs[k].shape[0], -1).float() for k in self.low_keys]
+        return torch.tanh(self.mlp(torch.cat(feats, dim=1)))
+
+
+class TinyTorchPolicy:
+    """obs dict (unbatched) -> (A,) float32 in [-1, 1]; CPU, a few ms per call."""
+
+    Config = TinyTorchConfig
+
+    def __init__(self, config: TinyTorchConfig, shape_meta: ShapeMeta) -> None:
+        self.config, self.shape_meta = config, shape_meta
+        torch.manual_seed(config.seed)
+        self.net = _TinyNet(shape_meta, config.width).eval()
+        if config.checkpoint:
+            self.net.load_state_dict(load_file(config.checkpoint))
+
+    def reset(self) -> None:
+        pass  # stateless
+
+    @torch.inference_mode()
+    def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        t0 = time.monotonic()
+        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in self.shape_meta.obs}
+        a = self.net(batch)[0].numpy().astype(np.float32)
+        a[:6] *= self.config.action_scale
+        wait = self.config.min_latency_ms * 1e-3 - (time.monotonic() - t0)
+        if wait > 0:
+            time.sleep(wait)  # torch releases the GIL while computing; so does this stand-in
+        return a
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Self-describing checkpoint: weights + policy type, config and shape meta in the metadata."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        meta = {"policy_type": "tiny_torch", "config": json.dumps({**to_dict(self.config), "checkpoint": ""}),
+                "shape_meta": json.dumps(self.shape_meta.to_dict())}
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        return path
+
+    RUNTIME_KEYS = ("min_latency_ms", "action_scale")  # may differ from the saved config; the rest may not
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **overrides: Any) -> TinyTorchPolicy:
+        meta = read_checkpoint_metadata(path)
+        runtime = {k: v for k, v in overrides.items() if k in cls.RUNTIME_KEYS}
+        cfg = TinyTorchConfig(**{**json.loads(meta["config"]), **runtime, "checkpoint": str(path)})
+        return cls(cfg, ShapeMeta.from_dict(json.loads(meta["shape_meta"])))
+
+
+@dataclass
+class ScriptedPickConfig:
+    type: str = "scripted"
+    cube_pos: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.03])  # m, robot base frame
+    hover: float = 0.10  # m above the cube before descending
+    lift: float = 0.12  # m to lift after the grasp
+    grasp_depth: float = 0.0  # m: TCP height relative to the cube centre when closing
+    tolerance: float = 0.008  # m: a waypoint counts as reached within this
+    grasp_steps: int = 8  # steps the gripper closes before lifting
+    max_translation: float = 0.05  # m per unit action (the action convention's scale)
+
+
+class ScriptedPickPolicy:
+    """Waypoints above, at and above the cube from eef_pos; sets `done` after the lift."""
+
+    Config = ScriptedPickConfig
+
+    def __init__(self, config: ScriptedPickConfig, shape_meta: ShapeMeta) -> None:
+        if "eef_pos" not in shape_meta.obs:
+            raise ValueError("the scripted pick needs eef_pos in the observation")
+        self.config, self.shape_meta = config, shape_meta
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase, self.count, self.done = 0, 0, False
+
+    def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        cfg = self.config
+        cube = np.asarray(cfg.cube_pos, dtype=np.float64)
+        waypoints = [cube + [0, 0, cfg.hover], cube + [0, 0, cfg.grasp_depth], None, cube + [0, 0, cfg.lift]]
+        eef = np.asarray(obs["eef_pos"], dtype=np.float64)
+        grip = 1.0 if self.phase >= 2 else -1.0
+        target = waypoints[self.phase]
+        if target is None:  # closing: hold still
+            self.count += 1
+            if self.count >= cfg.grasp_steps:
+                self.phase += 1
+            return np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32)
+        err = target - eef
+        if np.linalg.norm(err) < cfg.tolerance:
+            if self.phase == len(waypoints) - 1:
+                self.done = True
+            else:
+                self.phase += 1
+        move = np.clip(err / cfg.max_translation, -1.0, 1.0)
+        return np.array([*move, 0, 0, 0, grip], dtype=np.float32)
+
+
+class ReplayPolicy:
+    """Serves recorded actions (T, A) in order; `done` after the last one."""
+
+    def __init__(self, actions: np.ndarray, shape_meta: ShapeMeta) -> None:
+        self.actions = np.asarray(actions, dtype=np.float32)
+        self.shape_meta = shape_meta
+        self.reset()
+
+    def reset(self) -> None:
+        self.i, self.done = 0, False
+
+    def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        a = self.actions[min(self.i, len(self.actions) - 1)]
+        self.i += 1
+        self.done = self.i >= len(self.actions)
+        return a
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "policy_type" not in meta:
+        raise ValueError(f"{path}: not a policy checkpoint (no 'policy_type' in its metadata)")
+    return meta
