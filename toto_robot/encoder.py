@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,24 @@ def build_encoder(
     if stray:
         raise EncoderArtifactError(f"artifact has tensors outside tokenizer/transformer/pool: {stray[:5]}")
     return TotoEncoder(tokenizer, transformer, config, pool_head, amp_dtype).to(device)
+
+
+@dataclass
+class EncoderConfig:
+    """The `encoder` hydra group (conf/encoder/toto.yaml): which artifact, where it runs.
+
+    device "auto" picks cuda when available; amp autocasts the trunk to bf16 on cuda.
+    """
+
+    artifact: str = "???"
+    device: str = "auto"
+    amp: bool = True
+
+
+def load_encoder_from_config(cfg: EncoderConfig) -> TotoEncoder:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    amp = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    return load_encoder(cfg.artifact, device=device, amp_dtype=amp)
 
 
 def load_encoder(

@@ -1,0 +1,1 @@
+"""Probing frozen Toto features: attention- vs average-pool probes over a layer sweep."""

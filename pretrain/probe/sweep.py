@@ -1,0 +1,171 @@
+"""Layer sweep: attention-pool and average-pool probes on frozen features of every k-th layer.
+
+Token features (N, T, D) of each probed layer are extracted once into float16 memmaps (the
+encoder is the expensive part; probes then train for many epochs on cached features), after
+which each (layer, pool) pair trains a head = pooling module + linear output on the train split
+and is scored on the val split: top-1 accuracy for classification, R^2 (and RMSE in the target's
+units, e.g. metres for a cube position) for regression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pretrain.probe.datasets import ProbeData
+from toto_robot.encoder import TotoEncoder
+from toto_robot.models.pooling import PoolingConfig, build_pooling
+
+
+@dataclass
+class ProbeTrainConfig:
+    pools: list[str] = field(default_factory=lambda: ["attention", "avg"])
+    n_heads: int = 8  # attention pool heads; must divide the feature width
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    extract_batch_size: int = 64  # frames per encoder call
+    seed: int = 0
+
+
+@dataclass
+class ProbeResult:
+    layer: int
+    pool: str
+    metric: str  # "top1" or "r2"
+    score: float
+    val_loss: float
+    rmse: float | None = None  # regression only, target units
+    head: nn.Module | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {"layer": self.layer, "pool": self.pool, "metric": self.metric, "score": self.score,
+                "val_loss": self.val_loss, "rmse": self.rmse}
+
+
+def probe_layers(n_layers: int, step: int, layers: list[int] | None = None) -> list[int]:
+    """Explicit `layers`, else every `step`-th layer 1..n_layers, always including the last."""
+    if layers:
+        bad = [l for l in layers if not 1 <= l <= n_layers]
+        if bad:
+            raise ValueError(f"probe layers {bad} outside 1..{n_layers}")
+        return sorted(set(layers))
+    if step < 1:
+        raise ValueError(f"layer step must be >= 1, got {step}")
+    return sorted(set(range(step, n_layers + 1, step)) | {n_layers})
+
+
+def extract_features(
+    encoder: TotoEncoder, frames: np.ndarray, layers: list[int], work_dir: Path, batch_size: int, desc: str = ""
+) -> dict[int, np.ndarray]:
+    """frames (N, S, S, 3) uint8 -> {layer: (N, 256, D) float16 memmap under work_dir}."""
+    n, (t, d) = len(frames), encoder.feature_shape(1)
+    out = {
+        l: np.lib.format.open_memmap(work_dir / f"{desc}_layer{l:03d}.npy", mode="w+", dtype=np.float16, shape=(n, t, d))
+        for l in layers
+    }
+    for i in tqdm(range(0, n, batch_size), desc=f"features {desc}", leave=False):
+        tokens = encoder.tokenize(frames[i : i + batch_size])
+        for l in layers:
+            out[l][i : i + len(tokens)] = encoder.token_features(tokens, l).cpu().numpy()
+    return out
+
+
+class ProbeHead(nn.Module):
+    """Pooling module over (B, T, D) features followed by a linear output layer."""
+
+    def __init__(self, pooling: PoolingConfig, dim: int, n_outputs: int) -> None:
+        super().__init__()
+        self.pool = build_pooling(pooling, dim)
+        self.out = nn.Linear(self.pool.out_dim, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.pool(x))
+
+
+def train_probe(
+    data: ProbeData,
+    train_feats: np.ndarray,
+    val_feats: np.ndarray,
+    pooling: PoolingConfig,
+    cfg: ProbeTrainConfig,
+    device: torch.device,
+) -> tuple[ProbeHead, dict[str, float]]:
+    """Train one probe head on cached features; returns it and its val metrics."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    regression = data.task == "regression"
+    y_train = torch.as_tensor(data.train_y)
+    mean = y_train.float().mean(0) if regression else None
+    std = y_train.float().std(0).clamp_min(1e-6) if regression else None
+    head = ProbeHead(pooling, train_feats.shape[-1], data.n_outputs).to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(train_feats) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+    def loss_fn(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if regression:
+            return F.mse_loss(pred, (y.float() - mean.to(device)) / std.to(device))
+        return F.cross_entropy(pred, y)
+
+    head.train()
+    for _ in range(cfg.epochs):
+        perm = rng.permutation(len(train_feats))
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = np.sort(perm[i : i + cfg.batch_size])  # sorted reads are sequential in the memmap
+            x = torch.from_numpy(train_feats[idx]).to(device, torch.float32)
+            loss = loss_fn(head(x), y_train[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    head.eval()
+    with torch.no_grad():
+        preds = torch.cat([
+            head(torch.from_numpy(val_feats[i : i + cfg.batch_size]).to(device, torch.float32)).cpu()
+            for i in range(0, len(val_feats), cfg.batch_size)
+        ])
+    y_val = torch.as_tensor(data.val_y)
+    val_loss = float(loss_fn(preds.to(device), y_val.to(device)))
+    if not regression:
+        return head, {"metric": "top1", "score": float((preds.argmax(1) == y_val).float().mean()), "val_loss": val_loss}
+    pred_units = preds * std + mean
+    sse = float(((pred_units - y_val) ** 2).sum())
+    sst = float(((y_val - y_val.mean(0)) ** 2).sum())
+    rmse = math.sqrt(sse / y_val.numel())
+    return head, {"metric": "r2", "score": 1.0 - sse / max(sst, 1e-12), "val_loss": val_loss, "rmse": rmse}
+
+
+def sweep(
+    encoder: TotoEncoder,
+    data: ProbeData,
+    layers: list[int],
+    cfg: ProbeTrainConfig,
+    work_dir: Path,
+    device: torch.device,
+) -> list[ProbeResult]:
+    """Every (layer, pool) probe; `work_dir` holds the feature memmaps while they train."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train = extract_features(encoder, data.train_x, layers, work_dir, cfg.extract_batch_size, "train")
+    val = extract_features(encoder, data.val_x, layers, work_dir, cfg.extract_batch_size, "val")
+    results = []
+    jobs = [(l, p) for l in layers for p in cfg.pools]
+    for layer, pool in tqdm(jobs, desc="probes"):
+        pooling = PoolingConfig(kind=pool, n_heads=cfg.n_heads)
+        head, metrics = train_probe(data, train[layer], val[layer], pooling, cfg, device)
+        results.append(ProbeResult(layer=layer, pool=pool, head=head.cpu(), **metrics))
+    for arr in (*train.values(), *val.values()):
+        Path(arr.filename).unlink(missing_ok=True)
+    if not any(work_dir.iterdir()):
+        work_dir.rmdir()
+    return results
