@@ -9,7 +9,8 @@ The "smooth" mode sends every target as a waypoint *with a velocity* (the filter
 the target stream) and a minimum duration of one control period, followed by a braking waypoint
 a little further along at rest. In steady state the arm passes through each target at the
 stream's speed exactly when the next target arrives, so the next motion takes over mid-flight;
-if the stream stops, the arm brakes onto the braking waypoint instead of running on. The
+if the stream stops, the arm brakes and settles on the braking waypoint (by default the last
+target itself) instead of running on. The
 planner (Ruckig inside franky) keeps velocity, acceleration and jerk within the robot's limits
 scaled by `relative_dynamics_factor`.
 
@@ -33,14 +34,15 @@ class TrackingConfig:
     """mode: "smooth" (waypoints with velocity) or "naive" (point-to-point, for comparison).
 
     velocity_filter: weight of the newest target-velocity estimate in an exponential filter
-    (1 = no filtering); brake_time_s: time to brake from the stream velocity, which sets how far
-    past the target the braking waypoint lies (v * brake_time_s / 2); relative_dynamics_factor:
+    (1 = no filtering); brake_time_s: places the braking waypoint v * brake_time_s / 2 past the
+    target (0: the arm comes to rest exactly on the last target when the stream stops, after a
+    short overshoot of about v^2 / 2a); relative_dynamics_factor:
     fraction of the Franka's velocity/acceleration/jerk limits the planner may use.
     """
 
     mode: str = "smooth"
     velocity_filter: float = 0.6
-    brake_time_s: float = 0.2
+    brake_time_s: float = 0.0
     relative_dynamics_factor: float = 0.2
 
     def __post_init__(self) -> None:
