@@ -149,6 +149,68 @@ def export_encoder(
     return encoder
 
 
+def load_tokenizer_checkpoint(path: str | os.PathLike) -> DVAE:
+    """dVAE weights from a tokenizer training checkpoint (provisional format: torch dict with
+    "model" state and "dvae_config")."""
+    from toto_robot.models.dvae import DVAEConfig
+
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    dvae = DVAE(DVAEConfig(**state["dvae_config"]))
+    dvae.load_state_dict(state["model"])
+    return dvae.eval()
+
+
+def load_transformer_checkpoint(path: str | os.PathLike) -> Transformer:
+    """Transformer weights (no optimizer) from a pretrain checkpoint: a `step_*` directory, or a run's
+    `checkpoints/` directory or run directory (newest step taken)."""
+    import torch.distributed.checkpoint as dcp
+
+    from pretrain.train.checkpoint import latest
+    from toto_robot.models.transformer import TransformerConfig
+
+    path = Path(path)
+    if not (path / "train_state.pt").is_file():
+        found = latest(path) or latest(path / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"no pretrain checkpoint (step_*/train_state.pt) at or under {path}")
+        path = found
+    state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=False)
+    if "model_config" not in state:
+        raise ValueError(f"{path}/train_state.pt has no model_config; keys: {sorted(state)}")
+    model = Transformer(TransformerConfig(**state["model_config"]))
+    weights = model.state_dict()
+    dcp.load({"model": weights}, checkpoint_id=str(path))  # reads only the model entries, in place
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def export_from_checkpoints(
+    tokenizer_checkpoint: str | os.PathLike,
+    transformer_checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    layer: int | None = None,
+    pooling: ExportPoolingConfig | None = None,
+) -> TotoEncoder:
+    """`export_encoder` from checkpoint paths; a pooling checkpoint supplies head weights and config."""
+    dvae = load_tokenizer_checkpoint(tokenizer_checkpoint)
+    transformer = load_transformer_checkpoint(transformer_checkpoint)
+    provenance: dict[str, Any] = {
+        "tokenizer_checkpoint": str(Path(tokenizer_checkpoint).resolve()),
+        "transformer_checkpoint": str(Path(transformer_checkpoint).resolve()),
+    }
+    head = None
+    if pooling is not None and pooling.checkpoint:
+        pooling_cfg, head, meta = load_pool_head(pooling.checkpoint, transformer.cfg.dim)
+        provenance["pool_head"] = {"path": str(Path(pooling.checkpoint).resolve()), **meta}
+        if meta.get("layer") is not None and meta["layer"] != resolve_layer(layer, transformer.cfg.n_layers):
+            log.warning("pool head %s was trained on layer %s features, exporting layer %s",
+                        pooling.checkpoint, meta["layer"], resolve_layer(layer, transformer.cfg.n_layers))
+        pooling = pooling_cfg
+    elif pooling is not None:
+        torch.manual_seed(pooling.seed)
+    return export_encoder(dvae, transformer, out, layer=layer, pooling=pooling, pool_head=head, provenance=provenance)
+
+
 @torch.no_grad()
 def check_round_trip(encoder: TotoEncoder, dvae: DVAE, transformer: Transformer, layer: int, n: int = 2) -> None:
     """AssertionError unless the artifact's codes and features equal the source models' exactly."""
