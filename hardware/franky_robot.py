@@ -211,7 +211,7 @@ class FrankyRobot(Robot):
         robot = self._require()
         try:
             with self._translate("move"):
-                robot.move(motion, asynchronous=True)
+                self._issue(robot, motion)
         except RobotError as e:
             # The planner was still busy with the previous target (libfranka -101): skip this
             # step rather than fail; the next target supersedes it anyway.
@@ -250,6 +250,7 @@ class FrankyRobot(Robot):
     def recover(self) -> bool:
         robot = self._require()
         log.warning("recovering from %s", self._latched or "an error state")
+        self._drain(robot)
         with self._translate("recover"):
             ok = bool(self._recover_controller(robot))
         state = self.get_state()
@@ -268,7 +269,7 @@ class FrankyRobot(Robot):
         robot = self._require()
         with contextlib.suppress(ControlException, CommandException, InvalidOperationException):
             robot.stop()
-            robot.join_motion(timeout=2.0)  # the stopped motion reports its preemption here
+        self._drain(robot)
         self.clear_queue()
 
     def clear_queue(self) -> None:
@@ -285,9 +286,9 @@ class FrankyRobot(Robot):
         """Raise if the last motion failed, a reflex is latched or the mode/errors say stop."""
         robot = self._require()
         with self._translate("motion check"):
-            robot.poll_motion()  # re-raises what ended the previous asynchronous motion
+            self._poll_motion(robot)
         state = self.get_state()
-        mode, errors = self._status(state)
+        mode, errors = state.mode, state.errors
         if mode in FAULT_MODES or errors:
             self._latch(errors or (mode,))
         if self._latched is not None:
@@ -297,9 +298,18 @@ class FrankyRobot(Robot):
             )
         return state
 
-    def _status(self, state: RobotState) -> tuple[str, tuple[str, ...]]:
-        """(mode, current error names) as the controller reports them."""
-        return state.mode, state.errors
+    @staticmethod
+    def _drain(robot: _FrankyRobot) -> None:
+        """Wait for a stopped motion to end and drop the exception it leaves (its preemption or the
+        reflex already latched), so that it does not surface at the next command."""
+        with contextlib.suppress(ControlException, CommandException, InvalidOperationException):
+            robot.join_motion(timeout=2.0)
+
+    def _poll_motion(self, robot: _FrankyRobot) -> None:
+        robot.poll_motion()  # re-raises what ended the previous asynchronous motion
+
+    def _issue(self, robot: _FrankyRobot, motion: object) -> None:
+        robot.move(motion, asynchronous=True)
 
     def _recover_controller(self, robot: _FrankyRobot) -> bool:
         return robot.recover_from_errors()

@@ -127,3 +127,117 @@ class TargetTracker:
             brake_pos = np.clip(brake_pos, self.bounds[0], self.bounds[1])
         brake_quat = quat_normalize(quat_mul(quat_from_rotvec(self._ang * half), quat))
         return TrackPlan((reach, Waypoint(brake_pos, brake_quat, zero, zero)))
+
+
+# ---------------------------------------------------------------------- measurement
+@dataclass(frozen=True)
+class SmoothnessReport:
+    """How a robot followed a constant-velocity target stream (all from the controller's clock).
+
+    stream_speed [m/s] in the controller's clock; realtime_factor: controller seconds per wall
+    second (below 1 when a simulator cannot keep up);
+    stops: target intervals in which the arm's speed fell below 10% of the stream speed;
+    min_speed_ratio: lowest speed / stream speed while streaming (1 = never slowed down);
+    speed_cv: std / mean of the speed while streaming (0 = perfectly even);
+    max_accel [m/s^2], max_jerk [m/s^3]: of the measured end effector, on a 10 ms grid;
+    tracking_error_rms/max [m]: distance to the previous target when the next one is sent.
+    """
+
+    mode: str
+    n_targets: int
+    stream_speed: float
+    realtime_factor: float
+    stops: int
+    min_speed_ratio: float
+    speed_cv: float
+    max_accel: float
+    max_jerk: float
+    tracking_error_rms: float
+    tracking_error_max: float
+
+
+def smoothness(t: np.ndarray, pos: np.ndarray, t_targets: np.ndarray, stream_speed: float, grid_dt: float = 0.01) -> dict[str, float]:
+    """Metrics of end-effector samples t (N,) s, pos (N, 3) m, over the target times (K,) s."""
+    order = np.argsort(t, kind="stable")
+    t, pos = t[order], pos[order]
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    t, pos = t[keep], pos[keep]
+    g = np.arange(t[0], t[-1], grid_dt)
+    x = np.stack([np.interp(g, t, pos[:, k]) for k in range(3)], axis=1)
+    v = np.gradient(x, grid_dt, axis=0)
+    a = np.gradient(v, grid_dt, axis=0)
+    j = np.gradient(a, grid_dt, axis=0)
+    speed = np.linalg.norm(v, axis=1)
+    # Interior of the stream: from the 2nd target (the first starts from rest) to the last one.
+    inside = (g >= t_targets[1]) & (g <= t_targets[-1])
+    stops = 0
+    for t0, t1 in zip(t_targets[1:-1], t_targets[2:]):
+        sel = (g >= t0) & (g < t1)
+        if sel.any() and speed[sel].min() < 0.1 * stream_speed:
+            stops += 1
+    s = speed[inside]
+    return {
+        "stops": stops,
+        "min_speed_ratio": float(s.min() / stream_speed),
+        "speed_cv": float(s.std() / max(s.mean(), 1e-9)),
+        "max_accel": float(np.linalg.norm(a[2:-2], axis=1).max()),
+        "max_jerk": float(np.linalg.norm(j[3:-3], axis=1).max()),
+    }
+
+
+def stream_line(robot, direction: np.ndarray, speed: float, duration_s: float, sample_period_s: float = 0.003) -> SmoothnessReport:
+    """Send targets moving at `speed` m/s along `direction` (base frame) for `duration_s` at the
+    robot's control rate through `robot.send_target`, sample its state in a thread, and measure.
+
+    `robot` is a connected `Robot`; the arm is left where the stream ended.
+    """
+    import threading
+    import time
+
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    period = 1.0 / robot.config.control_hz
+    start = robot.get_state()
+    samples: list[tuple[float, np.ndarray]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            s = robot.get_state()
+            samples.append((s.t_device, s.eef_pos))
+            time.sleep(sample_period_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    n = int(round(duration_s / period))
+    t_targets, errors = [], []
+    prev = start.eef_pos
+    t0 = time.monotonic()
+    for k in range(1, n + 1):
+        state = robot.get_state()
+        errors.append(float(np.linalg.norm(state.eef_pos - prev)))
+        t_targets.append(state.t_device)
+        prev = start.eef_pos + d * speed * period * k
+        robot.send_target(prev, start.eef_quat)
+        time.sleep(max(0.0, t0 + k * period - time.monotonic()))
+    time.sleep(0.5)
+    done.set()
+    sampler.join(timeout=2.0)
+    t = np.array([s[0] for s in samples])
+    pos = np.array([s[1] for s in samples])
+    wall = time.monotonic() - t0
+    # The simulator may run slower than wall-clock time on a loaded machine: measure in its clock.
+    t_targets = np.array(t_targets)
+    sim_speed = speed * period / float(np.mean(np.diff(t_targets)))
+    m = smoothness(t, pos, t_targets, sim_speed)
+    stream_line.last_samples = (t, pos, t_targets)  # for plots and debugging
+    err = np.array(errors[2:])  # the first targets start from rest
+    return SmoothnessReport(
+        mode=robot.config.tracking.mode,
+        n_targets=n,
+        stream_speed=sim_speed,
+        realtime_factor=float((t_targets[-1] - t_targets[0]) / (wall - period)),
+        tracking_error_rms=float(np.sqrt(np.mean(err**2))),
+        tracking_error_max=float(err.max()),
+        **m,
+    )
