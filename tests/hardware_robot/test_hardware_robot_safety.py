@@ -1,0 +1,176 @@
+"""SafetyFilter, TargetTracker and config validation: pure numpy, no simulator."""
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from hardware import build_robot
+from hardware.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
+from hardware.safety import SafetyConfig, SafetyFilter
+from hardware.tracking import TargetTracker, TrackingConfig
+from toto_robot.config import CONF_DIR
+
+DOWN = np.array([0.0, 1.0, 0.0, 0.0])  # wxyz: gripper pointing down
+HOME = np.array([0.45, 0.0, 0.4])
+
+
+def make_filter(**kw) -> SafetyFilter:
+    f = SafetyFilter(SafetyConfig(**kw), control_hz=10.0, max_translation=0.05, max_rotation=0.25)
+    f.reset(HOME, DOWN, gripper_closed=False)
+    return f
+
+
+def act(*xyz, rot=(0, 0, 0), grip=-1.0):
+    return np.array([*xyz, *rot, grip], dtype=np.float32)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_action_refused_and_counted(bad, caplog):
+    f = make_filter()
+    cmd = f.filter_action(act(bad, 0, 0), HOME)
+    assert not cmd.sent and "NaN/inf" in cmd.reason and cmd.gripper is None
+    np.testing.assert_array_equal(cmd.target_pos, HOME)  # nothing moved
+    assert f.counts["refused"] == 1 and f.counts["sent"] == 0
+    assert "refused" in caplog.text
+    # The reference is untouched: the next good action continues from HOME.
+    cmd = f.filter_action(act(0.2, 0, 0), HOME)
+    np.testing.assert_allclose(cmd.target_pos, HOME + [0.01, 0, 0])
+
+
+def test_wrong_shape_refused():
+    cmd = make_filter().filter_action(np.zeros(6), HOME)
+    assert not cmd.sent and "shape" in cmd.reason
+
+
+def test_per_step_translation_and_speed_limits():
+    f = make_filter(max_step_translation=0.03, max_speed=0.2)  # 0.2 m/s at 10 Hz -> 0.02 m per step
+    cmd = f.filter_action(act(1, 0, 0), HOME)  # asks for 0.05 m
+    assert cmd.sent and "speed" in cmd.clamps
+    np.testing.assert_allclose(cmd.target_pos - HOME, [0.02, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(cmd.action[:3], [0.4, 0, 0], atol=1e-6)  # the action actually sent
+    f = make_filter(max_step_translation=0.01, max_speed=1.0)
+    cmd = f.filter_action(act(1, 1, 0), HOME)
+    assert cmd.clamps == ("translation",)
+    assert np.linalg.norm(cmd.target_pos - HOME) == pytest.approx(0.01)
+
+
+def test_out_of_range_action_clipped():
+    cmd = make_filter().filter_action(act(3.0, 0, 0), HOME)
+    assert "action_range" in cmd.clamps and np.all(np.abs(cmd.action) <= 1)
+
+
+def test_rotation_limit_and_sent_action_reproduces_target():
+    f = make_filter(max_step_rotation=0.1, max_angular_speed=10.0)
+    cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 1.0)), HOME)  # asks for 0.25 rad about z
+    assert "rotation" in cmd.clamps
+    assert quat_angle(cmd.target_quat, DOWN) == pytest.approx(0.1, abs=1e-9)
+    # The recorded action maps back onto the target through the shared convention.
+    rot = quat_from_rotvec(cmd.action[3:6].astype(np.float64) * 0.25)
+    assert quat_angle(quat_mul(rot, DOWN), cmd.target_quat) < 1e-6
+
+
+def test_lead_limit_holds_target_near_arm():
+    f = make_filter(max_lead=0.04, max_speed=1.0, max_step_translation=0.05)
+    measured = HOME.copy()  # the arm does not move (blocked): targets may not run away
+    for _ in range(5):
+        cmd = f.filter_action(act(1, 0, 0), measured)
+    assert "lead" in cmd.clamps
+    assert np.linalg.norm(cmd.target_pos - measured) == pytest.approx(0.04)
+
+
+def test_workspace_clip_near_face_refuse_far_outside():
+    f = make_filter(workspace_max=[0.75, 0.35, 0.41], max_speed=1.0)
+    cmd = f.filter_action(act(0, 0, 1), HOME)  # z 0.4 -> 0.43, 2 cm past the face
+    assert cmd.sent and "workspace" in cmd.clamps and cmd.target_pos[2] == pytest.approx(0.41)
+    far = f.filter_target(np.array([1.2, 0.0, 0.3]), DOWN, None, HOME)
+    assert not far.sent and "outside the workspace" in far.reason
+    assert f.counts["refused"] == 1 and f.counts["workspace"] == 1
+
+
+def test_absolute_target_obeys_step_limits():
+    f = make_filter(max_speed=0.1)
+    cmd = f.filter_target(HOME + [0.2, 0, 0], DOWN, None, HOME)
+    np.testing.assert_allclose(cmd.target_pos, HOME + [0.01, 0, 0])
+    assert cmd.clamps == ("speed",)
+    assert not f.filter_target(HOME, np.array([np.nan, 0, 0, 1.0]), None, HOME).sent
+
+
+def test_gripper_debounce_and_min_interval():
+    f = make_filter(gripper_debounce_steps=2, gripper_min_interval_s=0.5)
+    c = f.filter_action(act(0, 0, 0, grip=1.0), HOME, now=10.0)
+    assert c.gripper is None and c.gripper_debounced and c.action[6] == -1  # held open
+    c = f.filter_action(act(0, 0, 0, grip=1.0), HOME, now=10.1)
+    assert c.gripper == "close" and c.action[6] == 1
+    c = f.filter_action(act(0, 0, 0, grip=1.0), HOME, now=10.2)
+    assert c.gripper is None and not c.gripper_debounced  # no re-sending while closed
+    # A flicker back to open is held for two steps and 0.5 s since the last change.
+    for now in (10.3, 10.4, 10.5):
+        c = f.filter_action(act(0, 0, 0, grip=-1.0), HOME, now=now)
+        assert c.gripper is None and c.gripper_debounced
+    c = f.filter_action(act(0, 0, 0, grip=-1.0), HOME, now=10.7)
+    assert c.gripper == "open"
+    assert f.counts["gripper_debounced"] == 4
+
+
+def test_clamp_rate_counts():
+    f = make_filter(max_speed=0.1)
+    f.filter_action(act(1, 0, 0), HOME)
+    f.filter_action(act(0.1, 0, 0), HOME)
+    assert f.clamp_rate == pytest.approx(0.5)
+
+
+def test_filter_needs_reference_and_config_validated():
+    f = SafetyFilter(SafetyConfig(), 10.0, 0.05, 0.25)
+    with pytest.raises(RuntimeError, match="reference"):
+        f.filter_action(act(0, 0, 0), HOME)
+    with pytest.raises(ValueError, match="workspace_min"):
+        SafetyConfig(workspace_min=[0.5, 0, 0], workspace_max=[0.4, 1, 1])
+    with pytest.raises(ValueError, match="positive"):
+        SafetyConfig(max_speed=0.0)
+
+
+def test_rotvec_quat_round_trip():
+    rng = np.random.default_rng(0)
+    for v in rng.normal(size=(20, 3)):
+        v = v / np.linalg.norm(v) * rng.uniform(0, 3.0)
+        np.testing.assert_allclose(rotvec_from_quat(quat_from_rotvec(v)), v, atol=1e-9)
+
+
+def test_tracker_smooth_plan_carries_stream_velocity():
+    tr = TargetTracker(TrackingConfig(velocity_filter=1.0), period_s=0.1)
+    tr.reset(HOME, DOWN)
+    plan = tr.plan(HOME + [0.01, 0, 0], DOWN)
+    reach, brake = plan.waypoints
+    np.testing.assert_allclose(reach.lin_vel, [0.1, 0, 0])
+    assert reach.min_time_s == pytest.approx(0.1)
+    np.testing.assert_allclose(brake.pos, reach.pos)  # brake_time 0: settle on the target
+    assert not np.any(brake.lin_vel)
+    naive = TargetTracker(TrackingConfig(mode="naive"), 0.1)
+    (only,) = naive.plan(HOME, DOWN).waypoints
+    assert not np.any(only.lin_vel) and only.min_time_s is None
+
+
+def test_tracker_no_outward_velocity_on_box_face():
+    hi = np.array([0.75, 0.35, 0.41])
+    tr = TargetTracker(TrackingConfig(velocity_filter=1.0, brake_time_s=0.2), 0.1, bounds=(np.zeros(3), hi))
+    tr.reset(HOME, DOWN)
+    reach, brake = tr.plan(np.array([0.46, 0.0, 0.41]), DOWN).waypoints
+    assert reach.lin_vel[2] == 0 and reach.lin_vel[0] > 0
+    assert np.all(brake.pos <= hi)
+
+
+def test_tracking_config_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        TrackingConfig(mode="jerky")
+
+
+def test_conf_groups_build_a_robot_and_reject_typos():
+    robot_cfg = OmegaConf.load(CONF_DIR / "robot" / "franky.yaml")
+    safety_cfg = OmegaConf.load(CONF_DIR / "safety" / "default.yaml")
+    robot = build_robot(robot_cfg, safety_cfg)  # not connected: no network needed
+    assert robot.config.tracking.mode == "smooth" and robot.safety.config.max_speed == 0.25
+    assert not robot.is_connected
+    with pytest.raises(Exception, match="max_sped"):
+        build_robot(robot_cfg, OmegaConf.merge(safety_cfg, {"max_sped": 1.0}))
+    with pytest.raises(KeyError, match="unknown robot"):
+        build_robot(OmegaConf.merge(robot_cfg, {"backend": "kuka"}))
