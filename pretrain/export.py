@@ -118,7 +118,8 @@ def export_encoder(
 ) -> TotoEncoder:
     """Write the artifact to `out` (temp file + rename) and return it loaded back.
 
-    `pooling` without `pool_head` builds a fresh head. With `check`, the loaded encoder must give
+    `pooling` without `pool_head` builds a fresh head; a given `pool_head` (AttentionPool/AvgPool)
+    describes itself through its `config`. With `check`, the loaded encoder must give
     bit-identical layer features to `transformer.features` on the `dvae.encode` codes of random
     frames; a mismatch raises and removes the file.
     """
@@ -128,7 +129,7 @@ def export_encoder(
     if pooling is not None and pool_head is None:
         pool_head = build_pooling(pooling, transformer.cfg.dim)
     pool_dim = None if pool_head is None else int(pool_head.out_dim)
-    pooling = None if pool_head is None else _base_pooling(pooling)
+    pooling = None if pool_head is None else pool_head.config
     tensors = artifact_tensors(dvae, transformer, depth, pool_head)
     config = artifact_config(dvae, transformer, depth, pooling, pool_dim, provenance)
     config["encoder_hash"] = encoder_hash(config, tensors)
@@ -232,13 +233,11 @@ def check_round_trip(encoder: TotoEncoder, dvae: DVAE, transformer: Transformer,
     assert same, f"exported features differ (max abs diff {(got - want).abs().max():.3g})"
 
 
-def save_pool_head(
-    path: str | os.PathLike, head: nn.Module, pooling: PoolingConfig, feature_dim: int, extra: Mapping[str, Any] | None = None
-) -> Path:
+def save_pool_head(path: str | os.PathLike, head: nn.Module, extra: Mapping[str, Any] | None = None) -> Path:
     """A trained pooling head (e.g. a probe's) as .safetensors, its config in the metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"pooling": _json_dict(_base_pooling(pooling)), "feature_dim": feature_dim, **dict(extra or {})}
+    meta = {"pooling": _json_dict(head.config), "feature_dim": head.dim, **dict(extra or {})}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, str(tmp), metadata={POOL_HEAD_KEY: json.dumps(meta, sort_keys=True)})
@@ -259,13 +258,6 @@ def load_pool_head(path: str | os.PathLike, feature_dim: int) -> tuple[PoolingCo
     head = build_pooling(pooling, feature_dim)
     head.load_state_dict(load_file(str(path)))
     return pooling, head, meta
-
-
-def _base_pooling(cfg: PoolingConfig | None) -> PoolingConfig | None:
-    """The plain PoolingConfig part (drops export-only fields such as checkpoint/seed)."""
-    if cfg is None:
-        return None
-    return PoolingConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(PoolingConfig)})
 
 
 def _json_dict(obj: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from pretrain.probe.datasets import ProbeDatasetConfig, load_probe_data
 from pretrain.probe.report import write_report
 from pretrain.probe.sweep import ProbeTrainConfig, probe_layers, sweep
 from toto_robot.encoder import EncoderConfig, TotoEncoder, load_encoder_from_config
-from toto_robot.models.pooling import PoolingConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,8 @@ def run_probe(cfg: ProbeConfig, out_dir: Path) -> dict[str, Any]:
     best = {}
     for pool in cfg.train.pools:
         top = max((r for r in results if r.pool == pool), key=lambda r: r.score)
-        pooling = PoolingConfig(kind=pool, n_heads=cfg.train.n_heads)
         extra = {"layer": top.layer, "encoder_hash": encoder.encoder_hash, top.metric: top.score}
-        save_pool_head(out_dir / f"best_{pool}_head.safetensors", top.head.pool, pooling, encoder.feature_dim, extra)
+        save_pool_head(out_dir / f"best_{pool}_head.safetensors", top.head.pool, extra)
         best[pool] = {"layer": top.layer, top.metric: top.score}
     summary = {"encoder_hash": encoder.encoder_hash, "task": data.task, "layers": layers, "best": best,
                "rows": [r.row() for r in results], **{k: str(v) for k, v in paths.items()}}

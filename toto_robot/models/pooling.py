@@ -30,7 +30,7 @@ class PoolingConfig:
 class AttentionPool(nn.Module):
     """n_queries learned queries cross-attend over layer-normed tokens; (B, T, D) -> (B, out_dim).
 
-    The queries' outputs are concatenated (n_queries * D) and projected to out_dim when given.
+    `config` is the PoolingConfig that rebuilds it. The queries' outputs are concatenated (n_queries * D) and projected to out_dim when given.
     `mask` (B, T) bool marks valid tokens (True = attend), for padded histories.
     """
 
@@ -47,6 +47,7 @@ class AttentionPool(nn.Module):
         self.out_norm = nn.LayerNorm(n_queries * dim)
         self.proj = nn.Linear(n_queries * dim, out_dim) if out_dim else nn.Identity()
         self.out_dim = out_dim or n_queries * dim
+        self.config = PoolingConfig("attention", n_heads=n_heads, n_queries=n_queries, out_dim=out_dim)
         nn.init.trunc_normal_(self.query, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +63,10 @@ class AttentionPool(nn.Module):
 
 
 class AvgPool(nn.Module):
-    """Mean over (valid) tokens, layer norm, optional linear projection; (B, T, D) -> (B, out_dim)."""
+    """Mean over (valid) tokens, layer norm, optional linear projection; (B, T, D) -> (B, out_dim).
+
+    `config` is the PoolingConfig that rebuilds it.
+    """
 
     def __init__(self, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
@@ -70,6 +74,7 @@ class AvgPool(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, out_dim) if out_dim else nn.Identity()
         self.out_dim = out_dim or dim
+        self.config = PoolingConfig("avg", out_dim=out_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_tokens(x, self.dim)
