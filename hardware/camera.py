@@ -87,8 +87,9 @@ class Camera(ABC):
         """Open the device, start capture, discard frames until the stream is stable."""
 
     @abstractmethod
-    def read(self, timeout_s: float = 1.0) -> CameraFrame:
-        """Block until a frame newer than the last one returned by `read` arrives."""
+    def read(self, timeout_s: float = 1.0, newer_than: float | None = None) -> CameraFrame:
+        """Block until a frame not yet returned by `read` (and received after host time
+        `newer_than` [s, monotonic], if given) arrives; StaleFrameError after `timeout_s`."""
 
     @abstractmethod
     def read_latest(self, max_age_ms: float) -> CameraFrame:
@@ -156,10 +157,14 @@ class ThreadedCamera(Camera):
         self._thread = threading.Thread(target=self._capture_loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 
-    def read(self, timeout_s: float = 1.0) -> CameraFrame:
+    def read(self, timeout_s: float = 1.0, newer_than: float | None = None) -> CameraFrame:
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not self._buffer or self._buffer[-1].frame_number == self._last_read:
+            while (
+                not self._buffer
+                or self._buffer[-1].frame_number == self._last_read
+                or (newer_than is not None and self._buffer[-1].t_host <= newer_than)
+            ):
                 self._raise_if_failed()
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -76,6 +76,11 @@ def error_names(errors: Errors) -> tuple[str, ...]:
     return tuple(n for n in ERROR_NAMES if getattr(errors, n))
 
 
+def _cap(v: np.ndarray, limit: float) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v * (limit / n) if n > limit else v
+
+
 def _xyzw(quat_wxyz: np.ndarray) -> np.ndarray:
     return np.array([quat_wxyz[1], quat_wxyz[2], quat_wxyz[3], quat_wxyz[0]], dtype=np.float64)
 
@@ -100,6 +105,7 @@ class FrankyRobot(Robot):
         self._gripper: Gripper | None = None
         self._gripper_future = None
         self._latched: tuple[str, ...] | None = None  # reflex names, set until recover()
+        self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False
         self.events: dict[str, int] = {"reflexes": 0, "recoveries": 0, "failed_recoveries": 0, "planner_busy": 0}
         self.reflex_counts: dict[str, int] = {}
@@ -117,6 +123,10 @@ class FrankyRobot(Robot):
             if cfg.use_gripper:
                 self._gripper = Gripper(cfg.host)
         self._lost = False
+        # Waypoint velocities above the planner's (scaled) limits make it fail with error -100.
+        scale = 0.9 * cfg.tracking.relative_dynamics_factor
+        self._max_lin_vel = scale * float(self._robot.translation_velocity_limit.get())
+        self._max_ang_vel = scale * float(self._robot.rotation_velocity_limit.get())
         state = self.get_state()
         if not state.ok:
             self._latch(state.errors or (state.mode,))
@@ -201,7 +211,8 @@ class FrankyRobot(Robot):
         waypoints = []
         for w in plan.waypoints:
             pose = RobotPose(Affine(w.pos, _xyzw(w.quat)))
-            target = CartesianState(pose, Twist(w.lin_vel, w.ang_vel)) if np.any(w.lin_vel) or np.any(w.ang_vel) else pose
+            lin, ang = _cap(w.lin_vel, self._max_lin_vel), _cap(w.ang_vel, self._max_ang_vel)
+            target = CartesianState(pose, Twist(lin, ang)) if np.any(lin) or np.any(ang) else pose
             min_time = None if w.min_time_s is None else Duration(int(round(w.min_time_s * 1000)))
             waypoints.append(CartesianWaypoint(target, ReferenceType.Absolute, minimum_time=min_time))
         return CartesianWaypointMotion(waypoints, relative_dynamics_factor=self.config.tracking.relative_dynamics_factor)
@@ -244,7 +255,8 @@ class FrankyRobot(Robot):
                 return False
             if not fut.wait(timeout=cfg.motion_timeout_s):
                 raise RobotError(f"grasp did not finish within {cfg.motion_timeout_s} s")
-            return bool(fut.get()) and bool(gripper.is_grasped)
+            # With a wide epsilon libfranka also reports success on an empty hand: check the width.
+            return bool(fut.get()) and gripper.width > cfg.gripper_empty_width
 
     # ------------------------------------------------------------------ errors
     def recover(self) -> bool:
@@ -339,6 +351,8 @@ class FrankyRobot(Robot):
         """Turn franky exceptions into the interface's error types (franky's kept as __cause__)."""
         try:
             yield
+        except RobotError:
+            raise
         except NetworkException as e:
             self._lost = True
             raise RobotConnectionError(f"{what}: connection to the robot lost: {e}") from e
@@ -351,6 +365,8 @@ class FrankyRobot(Robot):
             raise RobotReflexError(f"{what}: robot stopped by reflex {list(names)}: {e}", names) from e
         except (CommandException, InvalidOperationException, GripperException) as e:
             raise RobotError(f"{what}: {type(e).__name__}: {e}") from e
+        except RuntimeError as e:  # franky reports planner failures ("error code -100") this way
+            raise RobotError(f"{what}: {e}") from e
 
     def _require(self) -> _FrankyRobot:
         if self._robot is None:

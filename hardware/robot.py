@@ -106,6 +106,7 @@ class RobotConfig:
     grasp_force: float = 20.0  # N
     gripper_open_width: float = 0.08
     gripper_epsilon: float = 0.08  # grasp succeeds for any object width in [0, open width]
+    gripper_empty_width: float = 0.004  # m; closing to below this means nothing was grasped
 
 
 class Robot(abc.ABC):

@@ -60,7 +60,9 @@ class RolloutLog:
 
     @property
     def achieved_hz(self) -> float:
-        return self.steps / self.duration_s if self.duration_s > 0 else 0.0
+        """1 / mean tick period (ticks lost to missed cycles lengthen the mean)."""
+        periods = self.samples.get("period", [])
+        return 1e3 / float(np.mean(periods)) if periods else 0.0
 
     def summary(self) -> dict[str, Any]:
         period_ms = 1e3 / self.control_hz

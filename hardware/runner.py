@@ -154,7 +154,7 @@ class DeployRunner:
                 if prev_start is not None:
                     rlog.add("period", (start - prev_start) * 1e3)
                 prev_start = start
-                frames = self._capture(rlog)
+                frames = self._capture(rlog, tick)
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
@@ -190,6 +190,9 @@ class DeployRunner:
             reason, message = "interrupted", "Ctrl-C"
         except RobotError as e:
             reason, message = "robot_error", f"{type(e).__name__}: {e}"
+        except Exception as e:  # anything unforeseen still ends in a safe stop with the rollout kept
+            log.exception("rollout aborted by an unexpected error")
+            reason, message = "error", f"{type(e).__name__}: {e}"
         finally:
             rlog.duration_s = time.monotonic() - t_begin
             self._safe_stop(reason)
@@ -219,12 +222,13 @@ class DeployRunner:
         return index
 
     # ------------------------------------------------------------------ stages
-    def _capture(self, rlog: RolloutLog) -> dict[str, CameraFrame]:
+    def _capture(self, rlog: RolloutLog, tick: float) -> dict[str, CameraFrame]:
         cfg = self.config
         t0 = time.monotonic()
         frames: dict[str, CameraFrame] = {}
-        if cfg.trigger_camera:
-            frames[cfg.trigger_camera] = self.cameras[cfg.trigger_camera].read(timeout_s=cfg.max_frame_age_ms * 1e-3)
+        if cfg.trigger_camera:  # the step starts when this camera delivers its first frame after the tick
+            cam = self.cameras[cfg.trigger_camera]
+            frames[cfg.trigger_camera] = cam.read(timeout_s=cfg.max_frame_age_ms * 1e-3, newer_than=tick)
         for key in self.camera_keys:
             if key not in frames:
                 frames[key] = self.cameras[key].read_latest(cfg.max_frame_age_ms)

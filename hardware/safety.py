@@ -43,7 +43,7 @@ class SafetyConfig:
     max_step_translation: float = 0.03  # m per control step
     max_step_rotation: float = 0.2  # rad per control step
     max_speed: float = 0.25  # m/s (with the control rate, a second per-step bound)
-    max_angular_speed: float = 1.0  # rad/s
+    max_angular_speed: float = 0.5  # rad/s
     max_lead: float = 0.06  # m, target ahead of the measured end effector
     gripper_debounce_steps: int = 2
     gripper_min_interval_s: float = 0.5
@@ -269,7 +269,7 @@ def _limit(v: np.ndarray, step_max: float, rate_max: float, step_name: str, rate
     """Scale `v` down to norm min(step_max, rate_max), recording which bound acted."""
     n = float(np.linalg.norm(v))
     bound = min(step_max, rate_max)
-    if n <= bound:
+    if n <= bound * (1 + 1e-6):  # float32 actions at exactly the limit are not clamps
         return v
     clamps.append(step_name if step_max <= rate_max else rate_name)
     return v * (bound / n)

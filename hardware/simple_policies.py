@@ -34,7 +34,8 @@ class TinyTorchConfig:
     checkpoint: str = ""  # safetensors file written by `TinyTorchPolicy.save`; empty = random init
     seed: int = 0
     width: int = 64
-    action_scale: float = 0.3  # |translation/rotation action| <= this (a random net moves gently)
+    action_scale: float = 0.3  # |translation action| <= this (a random net moves gently)
+    rotation_scale: float = 0.3  # |rotation action| <= this
     min_latency_ms: float = 0.0  # pad each select_action to this long (emulates a heavier encoder)
 
 
@@ -72,9 +73,10 @@ class TinyTorchPolicy:
     @torch.inference_mode()
     def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         t0 = time.monotonic()
-        batch = {k: torch.from_numpy(np.ascontiguousarray(obs[k]))[None] for k in self.shape_meta.obs}
+        batch = {k: torch.from_numpy(np.array(obs[k]))[None] for k in self.shape_meta.obs}  # copy: obs may be read-only
         a = self.net(batch)[0].numpy().astype(np.float32)
-        a[:6] *= self.config.action_scale
+        a[:3] *= self.config.action_scale
+        a[3:6] *= self.config.rotation_scale
         wait = self.config.min_latency_ms * 1e-3 - (time.monotonic() - t0)
         if wait > 0:
             time.sleep(wait)  # torch releases the GIL while computing; so does this stand-in
@@ -91,7 +93,7 @@ class TinyTorchPolicy:
         os.replace(tmp, path)
         return path
 
-    RUNTIME_KEYS = ("min_latency_ms", "action_scale")  # may differ from the saved config; the rest may not
+    RUNTIME_KEYS = ("min_latency_ms", "action_scale", "rotation_scale")  # may differ from the saved config; the rest may not
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides: Any) -> TinyTorchPolicy:
