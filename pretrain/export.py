@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,17 +151,6 @@ def export_encoder(
     return encoder
 
 
-def load_tokenizer_checkpoint(path: str | os.PathLike) -> DVAE:
-    """dVAE weights from a tokenizer training checkpoint (provisional format: torch dict with
-    "model" state and "dvae_config")."""
-    from toto_robot.models.dvae import DVAEConfig
-
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
-    dvae = DVAE(DVAEConfig(**state["dvae_config"]))
-    dvae.load_state_dict(state["model"])
-    return dvae.eval()
-
-
 def load_transformer_checkpoint(path: str | os.PathLike) -> Transformer:
     """Transformer weights (no optimizer) from a pretrain checkpoint: a `step_*` directory, or a run's
     `checkpoints/` directory or run directory (newest step taken)."""
@@ -180,7 +170,9 @@ def load_transformer_checkpoint(path: str | os.PathLike) -> Transformer:
         raise ValueError(f"{path}/train_state.pt has no model_config; keys: {sorted(state)}")
     model = Transformer(TransformerConfig(**state["model_config"]))
     weights = model.state_dict()
-    dcp.load({"model": weights}, checkpoint_id=str(path))  # reads only the model entries, in place
+    with warnings.catch_warnings():  # "torch.distributed ... uninitialized": a single-process load is intended
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": weights}, checkpoint_id=str(path))  # reads only the model entries, in place
     model.load_state_dict(weights)
     return model.eval()
 
@@ -193,7 +185,9 @@ def export_from_checkpoints(
     pooling: ExportPoolingConfig | None = None,
 ) -> TotoEncoder:
     """`export_encoder` from checkpoint paths; a pooling checkpoint supplies head weights and config."""
-    dvae = load_tokenizer_checkpoint(tokenizer_checkpoint)
+    from pretrain.tokenizer.checkpoint import load_dvae
+
+    dvae = load_dvae(tokenizer_checkpoint)
     transformer = load_transformer_checkpoint(transformer_checkpoint)
     provenance: dict[str, Any] = {
         "tokenizer_checkpoint": str(Path(tokenizer_checkpoint).resolve()),
