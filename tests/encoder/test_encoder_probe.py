@@ -114,3 +114,20 @@ def test_episode_split_is_by_episode_and_bad_keys_are_named(tmp_path):
         load_probe_data(ProbeDatasetConfig(kind="episodes", paths=[str(store)], target_key="cube_position"), 128)
     with pytest.raises(ValueError, match="unknown probe dataset kind 'video'"):
         load_probe_data(ProbeDatasetConfig(kind="video", paths=[str(store)]), 128)
+
+
+def test_probe_script_runs_and_explains_itself(artifact, image_folder, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "probe.py"
+    run = subprocess.run(
+        [sys.executable, str(script), f"encoder.artifact={artifact}", "encoder.device=cpu", f"dataset.paths=[{image_folder}]",
+         "layers.layers=[2]", "train.pools=[avg]", "train.epochs=2", "train.batch_size=8", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| layer | avg top1 |" in run.stdout and (tmp_path / "score_vs_layer.png").is_file()
+    helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=180)
+    assert helptext.returncode == 0 and "== probe ==" in helptext.stdout and "encoder: checkpoints, toto" in helptext.stdout
