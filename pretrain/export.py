@@ -143,7 +143,7 @@ def export_encoder(
     if check:
         try:
             check_round_trip(encoder, dvae, transformer, depth)
-        except AssertionError:
+        except RuntimeError:
             out.unlink(missing_ok=True)
             raise
     log.info("wrote %s: layer %d/%d, D=%d, pool %s, hash %s", out, depth, transformer.cfg.n_layers,
@@ -208,7 +208,7 @@ def export_from_checkpoints(
 
 @torch.no_grad()
 def check_round_trip(encoder: TotoEncoder, dvae: DVAE, transformer: Transformer, layer: int, n: int = 2) -> None:
-    """AssertionError unless the artifact's codes and features equal the source models' exactly."""
+    """RuntimeError unless the artifact's codes and features equal the source models' exactly."""
     g = torch.Generator().manual_seed(0)
     s = dvae.cfg.image_size
     frames = torch.randint(0, 256, (n, s, s, 3), dtype=torch.uint8, generator=g)
@@ -219,12 +219,13 @@ def check_round_trip(encoder: TotoEncoder, dvae: DVAE, transformer: Transformer,
         want = transformer.features(codes.to(_device(transformer)), layer=layer).float().cpu()
     finally:
         dvae.train(was[0]), transformer.train(was[1])
-    got_codes = encoder.tokenize(frames).cpu()
-    assert torch.equal(got_codes, codes.cpu()), "exported tokenizer codes differ from the source dVAE"
+    if not torch.equal(encoder.tokenize(frames).cpu(), codes.cpu()):
+        raise RuntimeError("exported tokenizer codes differ from the source dVAE's")
     got = encoder(frames).cpu()
     # Same CPU kernels on the same fp32 weights give identical bits; another device only close ones.
     same = torch.equal(got, want) if _device(transformer).type == "cpu" else torch.allclose(got, want, rtol=1e-3, atol=1e-3)
-    assert same, f"exported features differ (max abs diff {(got - want).abs().max():.3g})"
+    if not same:
+        raise RuntimeError(f"exported features differ from the source model's (max abs diff {(got - want).abs().max():.3g})")
 
 
 def save_pool_head(path: str | os.PathLike, head: nn.Module, extra: Mapping[str, Any] | None = None) -> Path:

@@ -161,3 +161,24 @@ def test_encoder_is_frozen_but_its_pool_head_can_be_trained(artifact):
     enc.pool(feats).sum().backward()  # cached/frozen features feed a trainable head
     assert all(p.grad is not None for p in enc.pool_head.parameters())
     assert all(p.grad is None for p in enc.transformer.parameters())
+
+
+def test_encoder_config_group_loads_the_artifact(artifact):
+    from toto_robot.config import CONF_DIR, as_dataclass
+    from toto_robot.encoder import EncoderConfig, load_encoder_from_config
+    from omegaconf import OmegaConf
+
+    cfg = as_dataclass(EncoderConfig, OmegaConf.merge(OmegaConf.load(CONF_DIR / "encoder" / "toto.yaml"), {"artifact": str(artifact)}))
+    enc = load_encoder_from_config(cfg)  # device auto: cpu here (tests hide GPUs), so no autocast
+    assert enc.device.type == "cpu" and enc.amp_dtype is None and enc.layer == LAYER
+
+
+def test_export_rejects_bad_layers_and_mismatched_models(tiny_models, tmp_path):
+    from toto_robot.models.transformer import Transformer, config_for
+
+    dvae, transformer = tiny_models
+    with pytest.raises(ValueError, match=r"layer 4 out of range for a 3-layer transformer"):
+        export_encoder(dvae, transformer, tmp_path / "x.safetensors", layer=4)
+    with pytest.raises(ValueError, match="tokenizer vocab 512 != transformer vocab 64"):
+        export_encoder(dvae, Transformer(config_for("tiny", vocab_size=64)), tmp_path / "x.safetensors")
+    assert not list(tmp_path.iterdir())
