@@ -64,9 +64,10 @@ class CubePickEnv(gym.Env):
         self.model = build_model(cfg.render_mode, cfg.sim_dt)
         self.data = mujoco.MjData(self.model)
         self.shape_meta = cube_pick_shape_meta(list(cfg.cameras), cfg.render_size)
+        bounds = {"eef_pos": 2.0, "eef_quat": 1.0, "gripper_width": 0.1, "joint_pos": 2 * np.pi}  # loose, finite
         self.observation_space = gym.spaces.Dict(
             {k: gym.spaces.Box(0, 255, s.shape, np.uint8) if s.kind == "rgb"
-             else gym.spaces.Box(-np.inf, np.inf, s.shape, np.float32) for k, s in self.shape_meta.obs.items()}
+             else gym.spaces.Box(-bounds[k], bounds[k], s.shape, np.float32) for k, s in self.shape_meta.obs.items()}
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
 
@@ -272,7 +273,7 @@ class CubePickEnv(gym.Env):
         quat = self._tcp_quat()
         obs = {f"{cam}_image": self._render(cam) for cam in self.cfg.cameras}
         obs["eef_pos"] = d.site_xpos[self._tcp].astype(np.float32)
-        obs["eef_quat"] = (quat if quat[0] >= 0 else -quat).astype(np.float32)
+        obs["eef_quat"] = np.clip(quat if quat[0] >= 0 else -quat, -1.0, 1.0).astype(np.float32)
         obs["gripper_width"] = np.array([d.qpos[self._finger_qpos].sum()], dtype=np.float32)
         obs["joint_pos"] = d.qpos[self._arm_qpos].astype(np.float32)
         return obs

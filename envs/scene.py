@@ -35,7 +35,7 @@ class CameraPose:
 
 
 CAMERAS = {
-    "agentview": CameraPose((1.3, 0.0, 0.7), (0.35, 0.0, 0.12), (0.0, 0.0, 1.0), 50.0),
+    "agentview": CameraPose((1.05, 0.0, 0.5), (0.4, 0.0, 0.08), (0.0, 0.0, 1.0), 50.0),
     # On the hand, beside the fingers, looking between the fingertips (hand z points out of the flange).
     "wrist": CameraPose((0.085, 0.0, 0.01), (0.0, 0.0, 0.16), (-1.0, 0.0, 0.0), 75.0),
 }

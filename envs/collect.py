@@ -1,0 +1,231 @@
+"""Parallel demonstration / sim-video collection into one EpisodeStore.
+
+Worker processes each own an env and run whole episodes for the seeds the main process hands
+out; the main process is the single store writer. Expert collection stores successes until
+`n_episodes` are stored (failures are counted, not stored). Sim videos for pre-training use
+`motion: random` (or `mixed`) with `keep_failures: true`, which stores every episode.
+An existing store is resumed (its spec must match); Ctrl-C leaves it valid.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from envs.config import CubePickConfig
+from envs.seeds import TRAIN_SEEDS
+from toto_robot.config import to_dict
+from toto_robot.spec import ArraySpec
+
+MOTIONS = ("expert", "random", "mixed")
+SEED_KEY = "episode_seed"  # per-step extra array: the env seed of the episode (provenance, resume)
+# Per-step extra arrays next to the observations: provenance and privileged state for probes.
+EXTRAS = {SEED_KEY: ArraySpec((1,), "int64", "meta"), "cube_pos": ArraySpec((3,), "float32", "low_dim")}
+
+
+@dataclass
+class CollectConfig:
+    """What `collect_demos.py` runs (hydra: conf/collect_demos.yaml + the env group)."""
+
+    env: CubePickConfig = field(default_factory=CubePickConfig)
+    n_episodes: int = 100  # episodes to have in the store when done
+    out: str = "data/cube_pick_demos.zarr"
+    workers: int = 2
+    seed_offset: int = 0  # first training seed used (seeds are envs.seeds.TRAIN_SEEDS)
+    expert_noise: float = 0.05  # std of the expert's action noise
+    motion: str = "expert"  # "expert", "random" (smooth random actions) or "mixed" (alternating)
+    keep_failures: bool = False  # store failed episodes too (sim videos for pre-training)
+    max_attempts: int = 0  # stop after this many episodes run; 0 = 3 x n_episodes + 20
+    video_path: str | None = None  # mp4 of the first stored episodes (all cameras side by side)
+    video_episodes: int = 3
+    progress: bool = True
+
+
+class RandomMotion:
+    """Smooth random actions (low-pass filtered noise) with occasional gripper toggles; a Policy."""
+
+    def __init__(self, env: Any, seed: int | None = None, smoothing: float = 0.8) -> None:
+        self.shape_meta = env.unwrapped.shape_meta
+        self.rng = np.random.default_rng(seed)
+        self.smoothing = smoothing
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._action = np.zeros(7)
+        self._gripper = -1.0
+
+    def select_action(self, obs: Any) -> np.ndarray:
+        self._action = self.smoothing * self._action + (1 - self.smoothing) * self.rng.normal(0, 1.0, 7)
+        if self.rng.random() < 0.1:
+            self._gripper = -self._gripper
+        action = np.clip(self._action * 2.0, -1, 1)
+        action[3:6] *= 0.5
+        action[6] = self._gripper
+        return action.astype(np.float32)
+
+
+def code_version() -> dict[str, str]:
+    """toto_robot version and the git commit of this checkout (if it is one)."""
+    import toto_robot
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"toto_robot": toto_robot.__version__, "git_commit": commit or "unknown"}
+
+
+def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray], bool, int]:
+    """One episode: obs_t and the action taken at obs_t, for every step until done."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed=seed)
+    keys = list(env.shape_meta.obs)
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos"]}
+    done, info = False, {"is_success": False}
+    while not done:
+        action = policy.select_action(obs)
+        for k in keys:
+            rows[k].append(obs[k])
+        rows["action"].append(action)
+        rows["cube_pos"].append(env.cube_pose()[0].astype(np.float32))
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    episode = {k: np.stack(v) for k, v in rows.items()}
+    n = len(episode["action"])
+    episode[SEED_KEY] = np.full((n, 1), seed, dtype=np.int64)
+    return episode, bool(info["is_success"]), n
+
+
+def _worker(cfg: CollectConfig, tasks: mp.Queue, results: mp.Queue) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    from envs.cube_pick import CubePickEnv
+    from envs.expert import ScriptedExpert
+
+    env = CubePickEnv(cfg.env)
+    expert = ScriptedExpert(env, noise=cfg.expert_noise)
+    random_motion = RandomMotion(env)
+    while True:
+        seed = tasks.get()
+        use_random = cfg.motion == "random" or (cfg.motion == "mixed" and seed % 2 == 1)
+        try:
+            results.put((seed, *_run_episode(env, random_motion if use_random else expert, seed)))
+        except Exception as e:  # report, do not hang the main process
+            results.put((seed, e, False, 0))
+
+
+def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
+    """Collect into `cfg.out` until it holds `cfg.n_episodes` episodes; returns a summary dict."""
+    from envs.cube_pick import CubePickEnv, cube_pick_shape_meta
+    from envs.rollout import side_by_side, write_video
+    from toto_robot.episode_store import EpisodeStore
+
+    if cfg.motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {cfg.motion!r}")
+    if cfg.motion != "expert" and not cfg.keep_failures:
+        raise ValueError(f"motion={cfg.motion!r} rarely succeeds: set keep_failures=true to store its episodes")
+    if cfg.n_episodes < 1 or cfg.workers < 1:
+        raise ValueError(f"need n_episodes >= 1 and workers >= 1, got {cfg.n_episodes}, {cfg.workers}")
+
+    shape_meta = cube_pick_shape_meta(list(cfg.env.cameras), cfg.env.render_size)
+    nominal = CubePickEnv({**to_dict(cfg.env), "randomization": {"enabled": False}})
+    nominal.reset(seed=0)
+    cameras = {c: {k: np.asarray(v).tolist() for k, v in p.items()} for c, p in nominal.camera_params().items()}
+    nominal.close()
+    attrs = {
+        "control_hz": cfg.env.control_hz,
+        "camera_params": cameras,  # nominal poses; each episode jitters them (see env_config.randomization)
+        "env_id": "toto/CubePick-v0",
+        "env_config": to_dict(cfg.env),
+        "collector": {"motion": cfg.motion, "expert_noise": cfg.expert_noise, "keep_failures": cfg.keep_failures},
+        "code_version": code_version(),
+    }
+    store = EpisodeStore.open_or_create(cfg.out, shape_meta, extras=EXTRAS, attrs=attrs)
+    missing = [k for k in EXTRAS if store.data_spec.get(k) != EXTRAS[k]]
+    if missing:
+        raise ValueError(f"{cfg.out} lacks the collector's extra arrays {missing}: not written by collect_demos, cannot resume it")
+    stored_before = store.n_episodes
+    next_seed = cfg.seed_offset
+    if store.n_steps:
+        next_seed = max(next_seed, int(store.array(SEED_KEY)[: store.n_steps].max()) + 1)
+    max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 20
+
+    ctx = mp.get_context("spawn")  # no forked GL/zarr state in workers
+    tasks, results = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(cfg, tasks, results), daemon=True) for _ in range(cfg.workers)]
+    for p in procs:
+        p.start()
+    attempts = successes = steps = in_flight = 0
+    video_frames: list[np.ndarray] = []
+    interrupted = False
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.n_episodes, initial=stored_before, desc="collect", disable=not cfg.progress)
+    try:
+        while store.n_episodes < cfg.n_episodes:
+            # Keep each worker busy with one queued seed, but never run more than needed.
+            missing = cfg.n_episodes - store.n_episodes
+            while in_flight < min(cfg.workers * 2, missing + cfg.workers) and attempts + in_flight < max_attempts:
+                if next_seed >= TRAIN_SEEDS.stop:
+                    raise RuntimeError("ran out of training seeds")
+                tasks.put(next_seed)
+                next_seed, in_flight = next_seed + 1, in_flight + 1
+            if in_flight == 0:
+                break
+            try:
+                seed, episode, success, n = results.get(timeout=5.0)
+            except queue.Empty:
+                if not all(p.is_alive() for p in procs):
+                    raise RuntimeError("a collection worker died") from None
+                continue
+            in_flight -= 1
+            if isinstance(episode, Exception):
+                raise RuntimeError(f"episode with seed {seed} failed in a worker: {episode!r}") from episode
+            attempts, successes, steps = attempts + 1, successes + success, steps + n
+            if (success or cfg.keep_failures) and store.n_episodes < cfg.n_episodes:
+                store.add_episode(episode)
+                bar.update(1)
+                if cfg.video_path and shape_meta.rgb_keys and len(video_frames) < cfg.video_episodes * cfg.env.episode_len:
+                    video_frames.extend(side_by_side({k: episode[k][t] for k in shape_meta.rgb_keys}, shape_meta.rgb_keys)
+                                        for t in range(n))
+            bar.set_postfix(attempts=attempts, success=f"{successes / attempts:.0%}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        wall = time.perf_counter() - start
+        bar.close()
+        # Workers may be mid-episode on seeds no longer needed: stop them rather than wait.
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    if cfg.video_path and video_frames:
+        write_video(cfg.video_path, video_frames, fps=cfg.env.control_hz)
+    summary = {
+        "out": str(cfg.out),
+        "n_episodes": store.n_episodes,
+        "n_new": store.n_episodes - stored_before,
+        "attempts": attempts,
+        "successes": successes,
+        "failures": attempts - successes,
+        "success_rate": successes / attempts if attempts else 0.0,
+        "env_steps": steps,
+        "wall_s": wall,
+        "frames_per_s": steps / wall if wall > 0 else 0.0,
+        "interrupted": interrupted,
+        "complete": store.n_episodes >= cfg.n_episodes,
+    }
+    return summary
+
