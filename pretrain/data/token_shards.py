@@ -4,7 +4,7 @@ Layout under one root (a local folder or any fsspec URL: file://, s3://, gs://, 
 
     shard-r{rank:03d}-{k:05d}.bin    raw little-endian uint16, (frames, 256) row-major
     shard-r{rank:03d}-{k:05d}.json   [{"source", "clip_id", "offset", "n_frames", "fps", "kind"}, ...]
-    done-r{rank:03d}.jsonl           resume list: {"source": ..., "shard": ...} per finished file
+    done-r{rank:03d}.jsonl           resume list: {"source", "shard", "status"} per finished file
 
 A frame is 16x16 = 256 dVAE codes in raster order (vocab 8192), so frame i of a shard is bytes
 [512 i, 512 (i + 1)). Commit order per shard: .bin, then the done-list lines naming it, then the
@@ -100,7 +100,7 @@ class TokenShardWriter:
         self.done: set[str] = self._read_done({self.shard_name(k) for k in committed})
         self._chunks: list[np.ndarray] = []
         self._clips: list[dict[str, Any]] = []
-        self._pending_done: list[str] = []
+        self._pending_done: list[tuple[str, str]] = []
         self._frames = 0
 
     def shard_name(self, k: int) -> str:
@@ -126,9 +126,10 @@ class TokenShardWriter:
         self._chunks.append(tokens.astype(TOKEN_DTYPE, copy=False))
         self._frames += len(tokens)
 
-    def finish_source(self, source: str) -> None:
-        """Mark `source` complete (all its clips added); commits a shard once it is full."""
-        self._pending_done.append(source)
+    def finish_source(self, source: str, status: str = "ok") -> None:
+        """Mark `source` complete (all its clips added, or skipped: `status` "error: ..."); commits
+        a shard once it is full."""
+        self._pending_done.append((source, status))
         if self._frames >= self.frames_per_shard:
             self.flush()
 
@@ -139,7 +140,7 @@ class TokenShardWriter:
         name = self.shard_name(self._next)
         if self._clips:
             _put_atomic(self.fs, f"{self.path}/{name}.bin", np.concatenate(self._chunks).tobytes())
-        lines = "".join(json.dumps({"source": s, "shard": name}) + "\n" for s in self._pending_done)
+        lines = "".join(json.dumps({"source": s, "shard": name, "status": st}) + "\n" for s, st in self._pending_done)
         old = self.fs.cat_file(self._done_path) if self.fs.exists(self._done_path) else b""
         _put_atomic(self.fs, self._done_path, old + lines.encode())
         # Sources with no frames at all (every frame undecodable) still need a committed shard
@@ -147,7 +148,7 @@ class TokenShardWriter:
         if not self._clips:
             _put_atomic(self.fs, f"{self.path}/{name}.bin", b"")
         _put_atomic(self.fs, f"{self.path}/{name}.json", json.dumps(self._clips).encode())
-        self.done.update(self._pending_done)
+        self.done.update(s for s, _ in self._pending_done)
         self._next += 1
         self._chunks, self._clips, self._pending_done, self._frames = [], [], [], 0
 
