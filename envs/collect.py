@@ -88,12 +88,15 @@ def code_version() -> dict[str, str]:
 
 
 def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray], bool, int]:
-    """One episode: obs_t and the action taken at obs_t, for every step until done."""
+    """One episode: obs_t and the action taken at obs_t, for every step until done.
+
+    Success = `is_success` at any step (it stays true while the cube is held).
+    """
     obs, _ = env.reset(seed=seed)
     policy.reset(seed=seed)
     keys = list(env.shape_meta.obs)
     rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos"]}
-    done, info = False, {"is_success": False}
+    done = success = False
     while not done:
         action = policy.select_action(obs)
         for k in keys:
@@ -101,11 +104,11 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
         rows["action"].append(action)
         rows["cube_pos"].append(env.cube_pose()[0].astype(np.float32))
         obs, _, terminated, truncated, info = env.step(action)
-        done = terminated or truncated
+        done, success = terminated or truncated, success or bool(info["is_success"])
     episode = {k: np.stack(v) for k, v in rows.items()}
     n = len(episode["action"])
     episode[SEED_KEY] = np.full((n, 1), seed, dtype=np.int64)
-    return episode, bool(info["is_success"]), n
+    return episode, success, n
 
 
 def _worker(cfg: CollectConfig, tasks: mp.Queue, results: mp.Queue) -> None:

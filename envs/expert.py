@@ -18,6 +18,7 @@ from envs.controller import quat_error
 APPROACH_HEIGHT = 0.08  # TCP above the cube top while aligning [m]
 LIFT_Z = 0.25  # TCP height to carry the cube to [m]
 GRASP_DEPTH = 0.025  # TCP below the cube top when grasping [m]
+HOLD_NOISE_SCALE = 0.3  # action noise once the cube is grasped, relative to `noise`
 CLOSE_STEPS = 3  # minimum control steps closing; then until the fingers stop moving
 
 
@@ -42,6 +43,7 @@ class ScriptedExpert:
         self.phase = "approach"
         self._closing = 0
         self._last_width = 1.0
+        self._grasp_quat_held = np.array([0.0, 1.0, 0.0, 0.0])
 
     def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         cfg = self.env.cfg
@@ -82,10 +84,15 @@ class ScriptedExpert:
 
         action = np.zeros(7)
         action[:3] = (target - eef) / cfg.max_translation
-        # Once the fingers close, hold the orientation: chasing the yaw of a cube in the hand
-        # would twist it further.
-        action[3:6] = rot_err / cfg.max_rotation if self.phase in ("approach", "descend") else 0.0
-        action[:6] += self.rng.normal(0.0, self.noise, 6)
+        if self.phase in ("approach", "descend"):
+            self._grasp_quat_held = target_quat
+            action[3:6] = rot_err / cfg.max_rotation
+            action[:6] += self.rng.normal(0.0, self.noise, 6)
+        else:
+            # Fingers closed: hold the grasp orientation (chasing the yaw of a cube in the hand
+            # would twist it further) and shake it less.
+            action[3:6] = quat_error(self._grasp_quat_held, eef_quat) / cfg.max_rotation
+            action[:6] += self.rng.normal(0.0, self.noise * HOLD_NOISE_SCALE, 6)
         action[6] = gripper
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 

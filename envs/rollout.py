@@ -59,7 +59,8 @@ def evaluate(
     """Roll out `policy` once per seed.
 
     `policy` is a Policy or a factory `env -> Policy` (e.g. `lambda env: ScriptedExpert(env)`
-    for policies that read privileged state). Returns success_rate, n_episodes, mean_steps,
+    for policies that read privileged state). An episode succeeds if `is_success` is true at
+    any step. Returns success_rate, n_episodes, mean_steps,
     episodes (per-episode seed/success/steps/return), frames_per_s (control steps/s incl.
     rendering and policy time) and wall_s.
     """
@@ -75,16 +76,17 @@ def evaluate(
             obs, info = env.reset(seed=int(seed))
             policy.reset()
             record = video_path is not None and i < video_episodes
-            done, steps, ret = False, 0, 0.0
+            done, success, steps, ret = False, False, 0, 0.0
             while not done:
                 if record:
                     frames.append(side_by_side(obs, rgb_keys) if rgb_keys else env.unwrapped.render())
                 obs, reward, terminated, truncated, info = env.step(policy.select_action(obs))
                 steps, ret, done = steps + 1, ret + float(reward), terminated or truncated
+                success = success or bool(info["is_success"])
             if record:
                 frames.append(side_by_side(obs, rgb_keys) if rgb_keys else env.unwrapped.render())
             steps_total += steps
-            episodes.append({"seed": int(seed), "success": bool(info["is_success"]), "steps": steps, "return": ret})
+            episodes.append({"seed": int(seed), "success": success, "steps": steps, "return": ret})
     finally:
         if owned:
             env.close()
