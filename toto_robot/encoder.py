@@ -67,6 +67,11 @@ class TotoEncoder(nn.Module):
     output is a float32 tensor on the encoder's device. Parameters are frozen and the trunk stays
     in eval mode even when a parent module calls `.train()`; unfreeze the pooling head with
     `encoder.pool_head.requires_grad_(True)` to train it with a policy.
+
+    Inside a policy (e.g. a robomimic encoder core), the policy's `state_dict()` holds only this
+    module's pooling head and an `encoder_hash` buffer, not the frozen trunk (the artifact has
+    it): checkpoints stay small, and loading one into a policy built on another artifact fails
+    with an error naming both hashes.
     """
 
     def __init__(
@@ -83,6 +88,9 @@ class TotoEncoder(nn.Module):
         self.pool_head = pool_head
         self._config = dict(config)
         self.amp_dtype = amp_dtype
+        self.register_buffer("encoder_hash_bytes", torch.tensor(list(bytes.fromhex(config["encoder_hash"])), dtype=torch.uint8))
+        self.register_state_dict_post_hook(_drop_trunk)
+        self.register_load_state_dict_pre_hook(_check_hash_and_keep_trunk)
         self.requires_grad_(False)
         self.train(False)
 
@@ -205,6 +213,29 @@ class TotoEncoder(nn.Module):
     def _autocast(self) -> Any:
         enabled = self.amp_dtype is not None
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled)
+
+
+_TRUNK = ("tokenizer.", "transformer.")
+
+
+def _drop_trunk(module: TotoEncoder, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(tuple(prefix + t for t in _TRUNK))]:
+        del state_dict[key]
+
+
+def _check_hash_and_keep_trunk(module: TotoEncoder, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Refuse a state dict saved on another artifact; keep the loaded trunk where none is given."""
+    saved = state_dict.get(prefix + "encoder_hash_bytes")
+    if saved is not None:
+        saved_hash = bytes(saved.to("cpu", torch.uint8).tolist()).hex()
+        if saved_hash != module.encoder_hash:
+            raise EncoderArtifactError(
+                f"state dict was saved with encoder {saved_hash[:16]}..., this encoder is "
+                f"{module.encoder_hash[:16]}...: load the artifact the checkpoint was trained on"
+            )
+    for part in ("tokenizer", "transformer"):
+        for key, value in getattr(module, part).state_dict(prefix=f"{prefix}{part}.").items():
+            state_dict.setdefault(key, value)
 
 
 # ---------------------------------------------------------------------- artifact I/O

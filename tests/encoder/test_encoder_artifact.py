@@ -182,3 +182,30 @@ def test_export_rejects_bad_layers_and_mismatched_models(tiny_models, tmp_path):
     with pytest.raises(ValueError, match="tokenizer vocab 512 != transformer vocab 64"):
         export_encoder(dvae, Transformer(config_for("tiny", vocab_size=64)), tmp_path / "x.safetensors")
     assert not list(tmp_path.iterdir())
+
+
+def test_policy_state_dict_keeps_head_and_hash_not_the_trunk(tiny_models, artifact, tmp_path):
+    class Policy(torch.nn.Module):
+        def __init__(self, path):
+            super().__init__()
+            self.encoder = load_encoder(path)
+            self.encoder.pool_head.requires_grad_(True)
+            self.out = torch.nn.Linear(32, 7)
+
+    policy = Policy(artifact)
+    sd = policy.state_dict()
+    assert not any(k.startswith(("encoder.tokenizer.", "encoder.transformer.")) for k in sd)
+    assert any(k.startswith("encoder.pool_head.") for k in sd) and "encoder.encoder_hash_bytes" in sd
+    with torch.no_grad():
+        policy.encoder.pool_head.query.add_(1.0)
+    sd = policy.state_dict()
+    fresh = Policy(artifact)
+    fresh.load_state_dict(sd)  # strict: trunk keys come from the artifact
+    assert torch.equal(fresh.encoder.pool_head.query, policy.encoder.pool_head.query)
+    frames = _frames(2)
+    assert torch.equal(fresh.encoder.encode_pooled(frames), policy.encoder.encode_pooled(frames))
+    other = export_encoder(*tiny_models, tmp_path / "o.safetensors", layer=1, pooling=None)
+    other_policy = Policy(artifact)
+    other_policy.encoder = other
+    with pytest.raises(EncoderArtifactError, match="saved with encoder .* this encoder is"):
+        other_policy.load_state_dict(sd, strict=False)
