@@ -195,7 +195,11 @@ class TotoEncoder(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _check_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(frames) if isinstance(frames, np.ndarray) else frames
+        if isinstance(frames, np.ndarray):
+            # Flipped (BGR->RGB view) or read-only (zarr, camera buffers) arrays: copy once, torch needs neither.
+            ok = frames.flags.c_contiguous and frames.flags.writeable
+            frames = torch.from_numpy(frames if ok else np.array(frames, order="C"))
+        x = frames
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
         if x.dtype != torch.uint8:

@@ -34,6 +34,9 @@ def test_round_trip_gives_identical_features(tiny_models, artifact):
     assert torch.equal(enc(batch), _source_features(dvae, transformer, batch))
     assert torch.equal(enc(hist), _source_features(dvae, transformer, hist))
     assert torch.equal(enc(torch.from_numpy(batch)), enc(batch))  # torch input too
+    flipped, readonly = batch[..., ::-1], batch.copy()
+    readonly.flags.writeable = False
+    assert torch.equal(enc(flipped), enc(np.ascontiguousarray(flipped))) and torch.equal(enc(readonly), enc(batch))
     assert torch.equal(enc(batch[0]), enc(batch)[0])  # one frame -> unbatched (256, D)
 
 
