@@ -15,6 +15,7 @@ def recon_grid(originals: np.ndarray, recons: np.ndarray, cols: int = 8) -> np.n
     if originals.shape != recons.shape:
         raise ValueError(f"grid: shapes differ {originals.shape} vs {recons.shape}")
     n, h, w, _ = originals.shape
+    cols = max(1, min(cols, n))
     rows = -(-n // cols)
     out = np.zeros((2 * rows * h, cols * w, 3), np.uint8)
     for i in range(n):
