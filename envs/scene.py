@@ -95,15 +95,18 @@ def build_model(render_mode: str = "realistic", sim_dt: float = 0.01) -> mujoco.
     cube.add_freejoint(name="cube_joint")
     cube.add_geom(
         name="cube", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.025] * 3, mass=0.1, rgba=[0.85, 0.1, 0.1, 1],
-        friction=[1.5, 0.01, 0.001], condim=4, priority=1,
+        friction=[0.8, 0.01, 0.001], condim=4,
     )
     hand = spec.body("hand")
     hand.add_site(name="tcp", pos=[0, 0, TCP_OFFSET], size=[0.005] * 3, group=4)
     for name in ("left_finger", "right_finger"):
         for geom in spec.body(name).geoms:
             if geom.classname.name.startswith("fingertip_pad"):
+                # Pads win contact-parameter mixing (priority): grippy pad-cube contacts while the
+                # cube still slides on the table (cube-table friction 0.8 vs table 1.0 -> max 1.0).
                 geom.friction = [1.5, 0.01, 0.001]
                 geom.condim = 4
+                geom.priority = 1
 
     for name, cam in CAMERAS.items():
         parent = world if CAMERA_PARENT[name] is None else spec.body(CAMERA_PARENT[name])
@@ -132,7 +135,7 @@ def _add_table(spec: mujoco.MjSpec, world: mujoco.MjsBody) -> None:
             mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = tex
             mat.texrepeat = [4, 4]
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(TABLE_HALF),
-                   pos=[TABLE_HALF[0] - 0.2, 0.0, -TABLE_HALF[2]], material="table_plain", friction=[1.0, 0.01, 0.001])
+                   pos=[TABLE_HALF[0] - 0.2, 0.0, -TABLE_HALF[2]], material="table_plain", friction=[0.6, 0.01, 0.001])
     world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.1], pos=[0, 0, -0.75],
                    rgba=[0.35, 0.35, 0.38, 1], contype=0, conaffinity=0)
 
