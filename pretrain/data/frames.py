@@ -64,6 +64,9 @@ class ShuffledFrames(IterableDataset):
 
 def frame_batches(dataset: ShuffledFrames, batch_size: int, workers: int) -> Iterator[torch.Tensor]:
     """-> endless (batch_size, size, size, 3) uint8 tensors."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=lambda xs: torch.from_numpy(np.stack(xs)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_stack)
     yield from loader
+
+
+def _stack(frames: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames))

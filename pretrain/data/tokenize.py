@@ -42,6 +42,15 @@ class TokenizeConfig:
 
 
 @dataclass
+class TokenizeDataConfig:
+    """The whole `tokenize_data.py` job: which tokenizer, which sources, where and how."""
+
+    tokenizer_checkpoint: str = "???"
+    sources: list[SourceConfig] = field(default_factory=list)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+
+
+@dataclass
 class Segment:
     """Frames [start, start + n) of a batch belong to clip `clip_id` of `file`."""
 

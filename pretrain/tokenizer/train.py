@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -86,7 +87,7 @@ def _eval_images(data: DataConfig, cfg: TrainConfig, size: int) -> torch.Tensor:
     from pretrain.data.frames import ShuffledFrames
 
     it = iter(ShuffledFrames(data.sources, buffer=data.shuffle_buffer, seed=cfg.seed + 999_331))
-    return torch.stack([torch.from_numpy(next(it)) for _ in range(cfg.eval_images)])
+    return torch.from_numpy(np.stack([next(it) for _ in range(cfg.eval_images)]))
 
 
 def train_tokenizer(
