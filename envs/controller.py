@@ -47,7 +47,7 @@ class DiffIKController:
         self.arm_qpos = arm_qpos
         self.arm_dof = arm_dof
         self.q_rest = np.asarray(q_rest, dtype=float)
-        self.damping2 = damping**2
+        self._damping_eye = damping**2 * np.eye(6)
         self.iters = iters
         self.nullspace_gain = nullspace_gain
         self.scratch = mujoco.MjData(model)
@@ -63,7 +63,7 @@ class DiffIKController:
         s.qpos[:] = qpos
         err = np.empty(6)
         cur = np.empty(4)
-        eye = np.eye(7)
+        rhs = np.empty((6, 2))
         for _ in range(self.iters if iters is None else iters):
             mujoco.mj_kinematics(self.model, s)
             mujoco.mj_comPos(self.model, s)
@@ -72,9 +72,12 @@ class DiffIKController:
             err[3:] = quat_error(target_quat, cur)
             mujoco.mj_jacSite(self.model, s, self._jac[:3], self._jac[3:], self.site_id)
             jac = self._jac[:, self.arm_dof]
-            jpinv = jac.T @ np.linalg.inv(jac @ jac.T + self.damping2 * np.eye(6))
             q = s.qpos[self.arm_qpos]
-            dq = jpinv @ err + (eye - jpinv @ jac) @ (self.nullspace_gain * (self.q_rest - q))
+            posture = self.nullspace_gain * (self.q_rest - q)
+            # dq = J+ err + (I - J+ J) posture with J+ = J^T (J J^T + lambda^2 I)^-1: one 6x6 solve.
+            rhs[:, 0], rhs[:, 1] = err, jac @ posture
+            x = np.linalg.solve(jac @ jac.T + self._damping_eye, rhs)
+            dq = jac.T @ (x[:, 0] - x[:, 1]) + posture
             s.qpos[self.arm_qpos] = np.clip(q + dq, self._lo, self._hi)
         return s.qpos[self.arm_qpos].copy()
 

@@ -84,9 +84,9 @@ class CubePickEnv(gym.Env):
         self._table_geom = m.geom("table").id
         self._table_mats = [m.material(f"table_{t}").id for t in TABLE_TEXTURES]
         self._light = m.light("key").id
-        self._finger_geoms = [
-            {g for g in range(m.ngeom) if m.geom_bodyid[g] == m.body(b).id} for b in ("left_finger", "right_finger")
-        ]
+        self._finger_side = np.full(m.ngeom, -1)  # geom -> 0 left finger, 1 right finger, -1 other
+        for side, body in enumerate(("left_finger", "right_finger")):
+            self._finger_side[m.geom_bodyid == m.body(body).id] = side
         self._cam_ids = {c: m.camera(c).id for c in CAMERAS}
         self._nominal = Nominal.capture(m, self._table_mats[0])
         home = m.key("home").qpos[self._arm_qpos]
@@ -235,14 +235,11 @@ class CubePickEnv(gym.Env):
         return quat
 
     def _grasped(self) -> bool:
-        touching = [False, False]
-        d = self.data
-        for i in range(d.ncon):
-            g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
-            other = g2 if g1 == self._cube_geom else g1 if g2 == self._cube_geom else -1
-            for side in (0, 1):
-                touching[side] |= other in self._finger_geoms[side]
-        return touching[0] and touching[1]
+        """Both fingers touch the cube (contacts from the last mj_collision)."""
+        pairs = self.data.contact.geom[: self.data.ncon]
+        other = np.concatenate([pairs[pairs[:, 0] == self._cube_geom, 1], pairs[pairs[:, 1] == self._cube_geom, 0]])
+        sides = self._finger_side[other]
+        return bool((sides == 0).any() and (sides == 1).any())
 
     def _info(self, grasped: bool, height: float) -> dict[str, Any]:
         d = self.data
