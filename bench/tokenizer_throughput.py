@@ -140,15 +140,16 @@ def train_briefly(args: argparse.Namespace, device: torch.device) -> dict:
 
     # Measure the step rate first, then fix the step count so the schedules fit the time budget.
     probe = AnnealConfig(tau_steps=10**9, kl_steps=10**9)
-    for s in range(3):
+    warm, timed = (1, 2) if args.quick else (3, 10)
+    for s in range(warm):
         step_fn(s, probe, 10**9)
     sync(device)
     t0 = time.perf_counter()
-    for s in range(3, 13):
+    for s in range(warm, warm + timed):
         step_fn(s, probe, 10**9)
     sync(device)
-    rate = 10 / (time.perf_counter() - t0)
-    total = max(20, int(rate * args.train_seconds))
+    rate = timed / (time.perf_counter() - t0)
+    total = max(4 if args.quick else 20, int(rate * args.train_seconds))
     anneal = AnnealConfig(tau_steps=int(0.8 * total), kl_steps=int(0.3 * total), kl_weight=args.kl_weight)
     log(f"[train] {args.train_size}: {rate:.1f} steps/s at batch {args.train_batch}; running {total} steps")
     t0, m = time.perf_counter(), {}
@@ -187,8 +188,8 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     if args.quick:
-        args.batch, args.dalle_batch, args.min_seconds, args.min_iters = 8, 2, 0.0, 1
-        args.train_seconds, args.train_batch, args.eval_images, args.train_size = 2.0, 8, 32, "tiny"
+        args.batch, args.dalle_batch, args.min_seconds, args.min_iters = 8, 1, 0.0, 1
+        args.train_seconds, args.train_batch, args.eval_images, args.train_size = 1.0, 8, 32, "tiny"
     if device.type == "cpu":
         args.compile = args.compile and not args.quick
     if device.type == "cuda":
