@@ -64,8 +64,8 @@ class ClipInfo:
     start: int = 0
 
 
-def _strip(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
+def _fs_path(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     return fs, path.rstrip("/")
 
 
@@ -91,7 +91,7 @@ class TokenShardWriter:
         if not 0 <= rank < 1000:
             raise ValueError(f"rank must be in [0, 1000), got {rank}")
         self.root, self.rank, self.frames_per_shard = root, rank, frames_per_shard
-        self.fs, self.path = _strip(root)
+        self.fs, self.path = _fs_path(root)
         self.fs.makedirs(self.path, exist_ok=True)
         self._done_path = f"{self.path}/done-r{rank:03d}.jsonl"
         committed = self._committed_shards()
@@ -141,8 +141,7 @@ class TokenShardWriter:
         if self._clips:
             _put_atomic(self.fs, f"{self.path}/{name}.bin", np.concatenate(self._chunks).tobytes())
         lines = "".join(json.dumps({"source": s, "shard": name, "status": st}) + "\n" for s, st in self._pending_done)
-        old = self.fs.cat_file(self._done_path) if self.fs.exists(self._done_path) else b""
-        _put_atomic(self.fs, self._done_path, old + lines.encode())
+        self._append_done(lines.encode())
         # Sources with no frames at all (every frame undecodable) still need a committed shard
         # for their done entries to count; an empty shard is valid.
         if not self._clips:
@@ -164,6 +163,17 @@ class TokenShardWriter:
             self.close()
 
     # ------------------------------------------------------------------ resume bookkeeping
+    def _append_done(self, data: bytes) -> None:
+        """Local disks append (a torn last line is ignored on reading); object stores, which cannot
+        append, get the whole list rewritten."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        if "file" in protocols:
+            with self.fs.open(self._done_path, "ab") as f:
+                f.write(data)
+            return
+        old = self.fs.cat_file(self._done_path) if self.fs.exists(self._done_path) else b""
+        _put_atomic(self.fs, self._done_path, old + data)
+
     def _committed_shards(self) -> list[int]:
         ks = []
         for p in self.fs.glob(f"{self.path}/shard-r{self.rank:03d}-*.json"):
@@ -183,11 +193,13 @@ class TokenShardWriter:
         if not self.fs.exists(self._done_path):
             return set()
         done = set()
-        for line in self.fs.cat_file(self._done_path).decode().splitlines():
-            if line.strip():
+        for line in self.fs.cat_file(self._done_path).decode(errors="replace").splitlines():
+            try:
                 entry = json.loads(line)
-                if entry["shard"] in committed:
-                    done.add(entry["source"])
+            except ValueError:  # torn line from a crash mid-append: its shard was never committed
+                continue
+            if entry["shard"] in committed:
+                done.add(entry["source"])
         return done
 
 
@@ -203,10 +215,7 @@ class TokenDataset:
 
     def __init__(self, root: str, strict: bool = False, storage_options: dict[str, Any] | None = None) -> None:
         self.root = root
-        self.fs, self.path = (
-            fsspec.core.url_to_fs(root, **storage_options) if storage_options else _strip(root)
-        )
-        self.path = self.path.rstrip("/")
+        self.fs, self.path = _fs_path(root, storage_options)
         self.clips: list[ClipInfo] = []
         self.skipped: list[str] = []
         names = sorted(p for p in self.fs.glob(f"{self.path}/shard-r*-*.json") if _SHARD_RE.search(p))

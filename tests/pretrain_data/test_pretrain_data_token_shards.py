@@ -111,3 +111,10 @@ def test_shard_damaged_after_open_raises_naming_file(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(TokenShardError, match="vocab"):
         ds.read_frames(0)
+
+
+def test_torn_done_line_is_ignored(tmp_path):
+    _write(str(tmp_path), n_sources=2, frames_per_shard=1)
+    with open(tmp_path / "done-r000.jsonl", "a") as f:
+        f.write('{"source": "src9", "sha')  # crash mid-append
+    assert TokenShardWriter(str(tmp_path)).done == {"src0", "src1"}
