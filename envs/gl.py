@@ -1,8 +1,10 @@
-"""Which OpenGL backend MuJoCo renders with, checked before the first renderer is made.
+"""Which OpenGL backend MuJoCo renders with, checked before MuJoCo reads MUJOCO_GL.
 
-MuJoCo picks its backend from MUJOCO_GL when its GL module is first imported; a typo there
-either raises deep inside rendering or falls back to GLFW, which fails on a headless box with an
-unhelpful message. We validate the value ourselves and default to EGL when there is no display.
+MuJoCo picks its backend from MUJOCO_GL when its GL module is first imported. Unset on a
+headless machine it tries GLFW and fails at the first render with an unhelpful message; some
+values (glx, "1", ...) select a backend that cannot work headless. `import envs` validates the
+variable first (and defaults it to EGL when there is no display); `select_gl_backend` is what an
+env calls before it renders.
 """
 
 from __future__ import annotations
@@ -11,31 +13,40 @@ import os
 import sys
 
 SUPPORTED = ("egl", "osmesa", "glfw")
+DISABLED = ("disable", "disabled", "off", "false", "0")  # MuJoCo's own "no rendering" values
+_GL_MODULE = "mujoco.rendering.classic.gl_context"
 
 
 class GLBackendError(RuntimeError):
     """MUJOCO_GL is set to a value we cannot render with."""
 
 
-def select_gl_backend() -> str:
-    """Validate MUJOCO_GL (setting it to "egl" when unset and headless); return the backend name."""
+def check_mujoco_gl_env() -> str:
+    """Validate MUJOCO_GL (setting "egl" when unset and headless); returns the value in effect."""
     value = os.environ.get("MUJOCO_GL", "").strip().lower()
     if not value:
         value = "glfw" if os.environ.get("DISPLAY") or sys.platform != "linux" else "egl"
-        if "mujoco.rendering.classic.gl_context" not in sys.modules:
+        if _GL_MODULE not in sys.modules:  # MuJoCo has not read it yet: our default takes effect
             os.environ["MUJOCO_GL"] = value
-    if value not in SUPPORTED:
+    if value not in SUPPORTED + DISABLED:
         raise GLBackendError(
             f"MUJOCO_GL={os.environ['MUJOCO_GL']!r} is not supported; use one of {SUPPORTED} "
             "(egl or osmesa for headless rendering)"
         )
+    return value
+
+
+def select_gl_backend() -> str:
+    """Backend an env will render with ("egl", "osmesa" or "glfw"); GLBackendError if none."""
+    value = check_mujoco_gl_env()
+    if value in DISABLED:
+        raise GLBackendError(f"MUJOCO_GL={value!r} disables rendering; cameras need one of {SUPPORTED}")
     return active_gl_backend() or value
 
 
 def active_gl_backend() -> str | None:
     """Backend of MuJoCo's loaded GL context class ("egl", "osmesa", "glfw"), None before import."""
-    module = sys.modules.get("mujoco.rendering.classic.gl_context")
-    cls = getattr(module, "GLContext", None)
+    cls = getattr(sys.modules.get(_GL_MODULE), "GLContext", None)
     if cls is None:
         return None
     return cls.__module__.split(".")[1] if cls.__module__.startswith("mujoco.") else cls.__module__

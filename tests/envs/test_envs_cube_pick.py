@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -226,3 +229,25 @@ def test_unknown_mujoco_gl_is_rejected(monkeypatch):
 def test_env_reports_active_gl_backend(env):
     env.reset(seed=0)
     assert env.gl_backend in ("egl", "osmesa", "glfw")
+
+
+def _python(code: str, mujoco_gl: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}  # set by this process's EGL import
+    env["MUJOCO_GL"] = mujoco_gl
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_mujoco_gl_rejected_before_mujoco_reads_it():
+    proc = _python("import envs", "glx")
+    assert proc.returncode != 0 and "MUJOCO_GL='glx' is not supported" in proc.stderr
+
+
+def test_osmesa_backend_renders():
+    code = ("from envs.cube_pick import CubePickEnv\n"
+            "e = CubePickEnv(render_size=32, cameras=['agentview'], render_mode='fast')\n"
+            "o, _ = e.reset(seed=0)\n"
+            "print(e.gl_backend, o['agentview_image'].std() > 5)\n"
+            "e.close()\n")
+    proc = _python(code, "osmesa")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:2] == ["osmesa", "True"]
