@@ -76,9 +76,6 @@ def test_export_encoder_script(checkpoints, tmp_path):
     assert run.returncode == 0, run.stderr
     enc = load_encoder(out)
     assert enc.layer == 3 and enc.config["pooling"]["kind"] == "avg" and enc.encoder_hash in run.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "export_encoder.py"), "layr=3", f"hydra.run.dir={tmp_path / 'h2'}"],
-                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert bad.returncode != 0 and "layr" in bad.stderr
     helptext = subprocess.run([sys.executable, str(ROOT / "export_encoder.py"), "--help"], capture_output=True, text=True,
                               timeout=180)
     assert helptext.returncode == 0 and "export_encoder" in helptext.stdout and "encoder_hash" in helptext.stdout
