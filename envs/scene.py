@@ -37,7 +37,7 @@ class CameraPose:
 CAMERAS = {
     "agentview": CameraPose((1.05, 0.0, 0.5), (0.4, 0.0, 0.08), (0.0, 0.0, 1.0), 50.0),
     # On the hand, beside the fingers, looking between the fingertips (hand z points out of the flange).
-    "wrist": CameraPose((0.085, 0.0, 0.01), (0.0, 0.0, 0.16), (-1.0, 0.0, 0.0), 75.0),
+    "wrist": CameraPose((0.07, 0.0, 0.04), (0.0, 0.0, 0.2), (-1.0, 0.0, 0.0), 75.0),
 }
 CAMERA_PARENT = {"agentview": None, "wrist": "hand"}
 
