@@ -25,6 +25,7 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # ~13 s alone, ~40 s on a busy 2-core box
 def test_reconstruction_improves_with_training(tmp_path):
     steps = 40
     anneal = AnnealConfig(tau_start=1.0, tau_end=0.25, tau_steps=steps, kl_weight=0.0, kl_steps=1)

@@ -149,17 +149,17 @@ class DVAE(nn.Module):
         the convolutions want anyway.
         """
         s = self.cfg.image_size
+        dtype = self.encoder.layers[0].weight.dtype  # bf16 when the encoder was cast for inference
         if images.dtype == torch.uint8:
             if images.ndim != 4 or tuple(images.shape[1:]) != (s, s, 3):
                 raise ValueError(f"dVAE: expected uint8 images (B, {s}, {s}, 3), got {tuple(images.shape)}")
-            dtype = self.encoder.layers[0].weight.dtype
             return images.permute(0, 3, 1, 2).to(dtype) * (1 / 255) - 0.5
         if not images.is_floating_point() or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(
                 f"dVAE: expected uint8 (B, {s}, {s}, 3) or float (B, 3, {s}, {s}) images, "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
-        return images - 0.5
+        return images.to(dtype) - 0.5
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """-> (B, vocab, grid, grid)."""
