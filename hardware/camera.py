@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CAMERAS = Registry("camera")
 CAMERAS.register("realsense", "hardware.realsense:RealSenseCamera")
 CAMERAS.register("synthetic", "hardware.camera:SyntheticCamera")
+CAMERAS.register("franky_sim", "hardware.sim_camera:SimRenderCamera")
 
 
 class CameraError(RuntimeError):
@@ -120,6 +121,7 @@ class ThreadedCamera(Camera):
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._error: BaseException | None = None
         self._last_read = -1
         self.frames_received = 0
@@ -148,14 +150,19 @@ class ThreadedCamera(Camera):
             return
         self._stop.clear()
         self._error = None
+        self._ready = threading.Event()
         self._open()
-        try:
-            self._warm_up()
-        except BaseException:
-            self._release()
-            raise
+        # Warm-up runs on the capture thread too: some backends (GL rendering) must stay on one thread.
         self._thread = threading.Thread(target=self._capture_loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
+        cfg = self.config
+        self._ready.wait(max(cfg.warmup_max_s, cfg.connect_timeout_s) + 2.0)
+        if self._error is not None or not self._ready.is_set():
+            error = self._error
+            self.close()
+            if isinstance(error, CameraError):
+                raise error
+            raise CameraError(f"camera {self.name!r} did not start: {error or 'warm-up timed out'}") from error
 
     def read(self, timeout_s: float = 1.0, newer_than: float | None = None) -> CameraFrame:
         deadline = time.monotonic() + timeout_s
@@ -209,7 +216,7 @@ class ThreadedCamera(Camera):
         cfg = self.config
         deadline = time.monotonic() + max(cfg.warmup_max_s, cfg.connect_timeout_s)
         discarded, prev = 0, None
-        while True:
+        while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 if discarded == 0:
@@ -235,6 +242,8 @@ class ThreadedCamera(Camera):
 
     def _capture_loop(self) -> None:
         try:
+            self._warm_up()
+            self._ready.set()
             while not self._stop.is_set():
                 frame = self._grab(0.1)
                 if frame is not None:
@@ -244,6 +253,11 @@ class ThreadedCamera(Camera):
             with self._cond:
                 self._error = e
                 self._cond.notify_all()
+        finally:
+            self._thread_exit()
+
+    def _thread_exit(self) -> None:
+        """Called last on the capture thread: free what must be freed on the thread that made it."""
 
 
 @dataclass
@@ -300,25 +314,25 @@ class SyntheticCamera(ThreadedCamera):
         return {**super().metadata(), "width": cfg.width, "height": cfg.height, "fps": cfg.fps, "seed": cfg.seed}
 
 
-@dataclass
-class CameraRigConfig:
-    """obs key (e.g. "agentview_image") -> camera config node (validated per backend)."""
+def build_camera(name: str, cfg: Mapping[str, Any] | Any, **resources: Any) -> Camera:
+    """Camera `name` from a config node whose `type` selects the backend in `CAMERAS`.
 
-    cameras: dict[str, Any] = field(default_factory=dict)
-    max_frame_age_ms: float = 100.0  # older frames trip the stale-frame watchdog
-
-
-def build_camera(name: str, cfg: Mapping[str, Any] | Any) -> Camera:
-    """Camera `name` from a config node whose `type` selects the backend in `CAMERAS`."""
+    `resources` (e.g. `sim=` a running franky-sim server) go to backends that declare them in `NEEDS`.
+    """
     kind = cfg.get("type") if hasattr(cfg, "get") else None
     if not kind:
         raise CameraError(f"camera {name!r}: config needs a 'type', one of {CAMERAS.names()}")
     cls = CAMERAS.get(kind)
-    return cls(as_dataclass(cls.Config, cfg), name=name)
+    needs = {k: resources.get(k) for k in getattr(cls, "NEEDS", ())}
+    missing = [k for k, v in needs.items() if v is None]
+    if missing:
+        raise CameraError(f"camera {name!r} of type {kind!r} needs {missing} (e.g. run with sim=true)")
+    return cls(as_dataclass(cls.Config, cfg), name=name, **needs)
 
 
-def build_cameras(rig: CameraRigConfig) -> dict[str, Camera]:
-    return {key: build_camera(key, node) for key, node in rig.cameras.items()}
+def build_cameras(rig: Mapping[str, Any], **resources: Any) -> dict[str, Camera]:
+    """obs key (e.g. "agentview_image") -> camera, from the `camera` config group."""
+    return {str(key): build_camera(str(key), node, **resources) for key, node in rig.items()}
 
 
 def to_observation(frame: CameraFrame, size: int) -> np.ndarray:

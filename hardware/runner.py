@@ -171,6 +171,7 @@ class DeployRunner:
                     pending = None
                     self._step(rlog, buf, tick, frames, state, result)
                     if getattr(self.policy, "done", False):
+                        rlog.steps += 1
                         reason, message = "done", "policy reported done"
                         break
                 rlog.steps += 1

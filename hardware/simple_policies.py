@@ -113,6 +113,8 @@ class ScriptedPickConfig:
     tolerance: float = 0.008  # m: a waypoint counts as reached within this
     grasp_steps: int = 8  # steps the gripper closes before lifting
     max_translation: float = 0.05  # m per unit action (the action convention's scale)
+    max_action: float = 0.4  # |translation action| cap: 0.02 m/step = 0.2 m/s, under the safety speed limit
+    gain: float = 0.5  # fraction of the remaining error per step (the filter integrates onto a target that leads the arm)
 
 
 class ScriptedPickPolicy:
@@ -147,7 +149,7 @@ class ScriptedPickPolicy:
                 self.done = True
             else:
                 self.phase += 1
-        move = np.clip(err / cfg.max_translation, -1.0, 1.0)
+        move = np.clip(cfg.gain * err / cfg.max_translation, -cfg.max_action, cfg.max_action)
         return np.array([*move, 0, 0, 0, grip], dtype=np.float32)
 
 

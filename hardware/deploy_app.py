@@ -1,0 +1,176 @@
+"""deploy_policy.py's job: build robot, cameras, policy and store from config, run rollouts.
+
+Also used by collect_teleop.py and replay_episode.py (same wiring, another policy), so every
+path that moves the arm goes through the same runner, safety filter and recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hardware import build_robot
+from hardware.camera import Camera, build_cameras
+from hardware.observation import shape_meta_for
+from hardware.recording import FAILURE, SUCCESS, UNLABELLED, open_rollout_store
+from hardware.robot import Robot
+from hardware.runner import DeployRunner, RolloutResult, RunnerConfig
+from toto_robot.config import as_dataclass, to_dict
+from toto_robot.episode_store import EpisodeStore
+from toto_robot.policy import Policy
+from toto_robot.spec import ShapeMeta
+
+log = logging.getLogger(__name__)
+
+FAULTS = ("connection_lost", "reflex", "robot_error", "error", "interrupted", "policy_error")
+
+
+@dataclass
+class RecordConfig:
+    store: str = "data/rollouts.zarr"  # "" = record nothing
+    label: str = "ask"  # "ask": operator labels success after each rollout; "none": unlabelled
+    log_dir: str = ""  # rollout JSON logs; "" = the hydra run directory
+
+    def __post_init__(self) -> None:
+        if self.label not in ("ask", "none"):
+            raise ValueError(f"record.label must be 'ask' or 'none', got {self.label!r}")
+
+
+@dataclass
+class SessionConfig:
+    """Top-level keys of deploy_policy.yaml / collect_teleop.yaml / replay_episode.yaml."""
+
+    episodes: int = 1
+    image_size: int = 128  # policy image side for policies without a checkpoint (sim renders this size)
+    sim: bool = False  # start franky-sim (cube + agentview camera) in this process and drive it
+
+
+@dataclass
+class Session:
+    """Connected robot + cameras (+ franky-sim when sim=true) for one script run."""
+
+    robot: Robot
+    cameras: dict[str, Camera]
+    runner_config: RunnerConfig
+    record: RecordConfig
+    settings: SessionConfig
+    sim: Any = None
+
+    def shape_meta(self) -> ShapeMeta:
+        return shape_meta_for(list(self.cameras), self.settings.image_size)
+
+    def open_store(self, shape_meta: ShapeMeta, source: str, extra_attrs: dict[str, Any] | None = None) -> EpisodeStore | None:
+        if not self.record.store:
+            return None
+        attrs = {
+            "source": source,
+            "control_hz": self.runner_config.control_hz,
+            "robot": to_dict(self.robot.config),
+            "safety": to_dict(self.robot.safety.config),
+            "cameras": {k: c.metadata() for k, c in self.cameras.items()},
+            **(extra_attrs or {}),
+        }
+        cams = [k for k in shape_meta.rgb_keys]
+        return open_rollout_store(self.record.store, shape_meta, cams, attrs)
+
+    @property
+    def log_dir(self) -> Path:
+        """record.log_dir, else the hydra run directory (outputs/<script>/<time>)."""
+        if self.record.log_dir:
+            return Path(self.record.log_dir)
+        from hydra.core.hydra_config import HydraConfig
+
+        try:
+            return Path(HydraConfig.get().runtime.output_dir)
+        except ValueError:  # called outside a hydra app
+            return Path("outputs/rollout_logs")
+
+
+def session_settings(cfg: DictConfig) -> SessionConfig:
+    return as_dataclass(SessionConfig, {f.name: cfg[f.name] for f in fields(SessionConfig) if f.name in cfg})
+
+
+@contextlib.contextmanager
+def open_session(cfg: DictConfig) -> Iterator[Session]:
+    """Start franky-sim if asked, connect the robot and cameras; everything is closed on exit."""
+    settings = session_settings(cfg)
+    runner_config = as_dataclass(RunnerConfig, cfg.runner)
+    record = as_dataclass(RecordConfig, cfg.get("record"))
+    with contextlib.ExitStack() as stack:
+        sim = None
+        robot_cfg = cfg.robot
+        if settings.sim:
+            if not os.environ.get("DISPLAY"):  # headless: MuJoCo reads this when first imported
+                os.environ.setdefault("MUJOCO_GL", "egl")
+            from hardware.franky_sim_server import SimServer
+
+            sim = stack.enter_context(SimServer(host=None, realtime=True, cube=True, camera=True))
+            robot_cfg = OmegaConf.merge(cfg.robot, {"host": sim.host, "realtime_config": "ignore"})
+        robot = build_robot(robot_cfg, cfg.safety)
+        if robot.config.control_hz != runner_config.control_hz:
+            raise ValueError(f"robot.control_hz {robot.config.control_hz} != runner.control_hz {runner_config.control_hz}; "
+                             "the safety filter's per-second limits assume the loop rate")
+        cameras = build_cameras(cfg.camera, sim=sim)
+        stack.enter_context(robot)
+        for cam in cameras.values():
+            stack.enter_context(cam)
+        yield Session(robot, cameras, runner_config, record, settings, sim)
+
+
+def ask_label(prompt: str = "success? [y]es / [n]o / Enter = unlabelled: ") -> int:
+    """Operator's success label from the terminal (unlabelled when stdin is not a terminal)."""
+    if not sys.stdin.isatty():
+        return UNLABELLED
+    answer = input(prompt).strip().lower()
+    return SUCCESS if answer.startswith("y") else FAILURE if answer.startswith("n") else UNLABELLED
+
+
+def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, episodes: int,
+                 meta: dict[str, Any] | None = None, decide: Callable[[RolloutResult], int | None] | None = None) -> list[RolloutResult]:
+    """`episodes` rollouts; after each, `decide` gives the success label (None = discard), then it is saved.
+
+    Stops early after a fault (lost connection, reflex, Ctrl-C...): the rollout so far is still saved.
+    """
+    results = []
+    with DeployRunner(session.robot, session.cameras, policy, session.runner_config) as runner:
+        for i in range(episodes):
+            result = runner.run_episode()
+            print(f"\nrollout {i + 1}/{episodes}: {result.n_steps} steps, stop: {result.stop_reason} {result.message}")
+            print(result.log.format_table())
+            if decide is not None and result.stop_reason not in FAULTS:
+                label = decide(result)
+            else:
+                label = ask_label() if session.record.label == "ask" and result.stop_reason not in FAULTS else UNLABELLED
+            if label is not None:
+                index = runner.save(result, store, label, session.log_dir, meta)
+                if index is not None:
+                    print(f"saved as episode {index} of {store.path} (label {label})")
+            results.append(result)
+            if result.stop_reason in FAULTS:
+                print(f"stopping the session after a fault: {result.stop_reason}")
+                break
+    return results
+
+
+def deploy(cfg: DictConfig) -> list[RolloutResult]:
+    """deploy_policy.py: policy from `checkpoint` or `policy`, rollouts recorded to `record.store`."""
+    from hardware.policy_loader import build_policy
+
+    with open_session(cfg) as session:
+        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
+        if cfg.get("checkpoint"):
+            node["checkpoint"] = cfg.checkpoint
+        if session.sim is not None and node.get("type") == "scripted" and "cube_pos" not in node:
+            node["cube_pos"] = session.sim.cube_pos().tolist()
+        policy = build_policy(node, session.shape_meta())
+        store = session.open_store(policy.shape_meta, "deploy")
+        meta = {"policy": node, "dry_run": session.runner_config.dry_run}
+        return run_rollouts(session, policy, store, session.settings.episodes, meta)

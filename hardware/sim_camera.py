@@ -1,0 +1,78 @@
+"""A camera rendering a franky-sim scene camera: the `sim=true` path of deploy/teleop/replay.
+
+Frames come from the MuJoCo scene the simulator steps (the fixed "agentview" camera of
+`hardware.franky_sim_server`), rendered on a capture thread like any other camera, so the
+runner's watchdogs, timestamps and preprocessing are exercised as on the real robot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hardware.camera import CameraConfig, CameraFrame, ThreadedCamera
+
+
+@dataclass
+class SimRenderConfig(CameraConfig):
+    type: str = "franky_sim"
+    scene_camera: str = "agentview"
+    width: int = 128
+    height: int = 128
+    fps: int = 10  # rendering the full FR3 meshes costs tens of ms a frame on a CPU
+    warmup_frames: int = 1
+
+
+class SimRenderCamera(ThreadedCamera):
+    """Renders `scene_camera` of a running `SimServer` at `fps` (t_device = simulator time)."""
+
+    Config = SimRenderConfig
+    NEEDS = ("sim",)
+
+    def __init__(self, config: SimRenderConfig, name: str = "camera", sim: Any = None) -> None:
+        super().__init__(config, name)
+        self.config: SimRenderConfig = config
+        self.sim = sim
+        self._n = 0
+        self._next = 0.0
+        self._renderer: Any = None  # made and closed on the capture thread (its GL context lives there)
+
+    def _open(self) -> None:
+        self._n, self._next = 0, time.monotonic()
+
+    def _grab(self, timeout_s: float) -> CameraFrame | None:
+        wait = self._next - time.monotonic()
+        if wait > timeout_s:
+            time.sleep(timeout_s)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        cfg = self.config
+        image = self._render()
+        frame = CameraFrame(color=image, t_device=float(self.sim.data.time), t_host=time.monotonic(), frame_number=self._n)
+        self._n += 1
+        self._next = max(self._next + 1.0 / cfg.fps, time.monotonic())
+        return frame
+
+    def _render(self) -> Any:
+        import mujoco
+
+        cfg = self.config
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.sim.model, cfg.height, cfg.width)
+        self._renderer.update_scene(self.sim.data, camera=cfg.scene_camera)
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False  # the default shadow map costs ~30 ms
+        return self._renderer.render()
+
+    def _thread_exit(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def _release(self) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.config
+        return {**super().metadata(), "scene_camera": cfg.scene_camera, "width": cfg.width, "height": cfg.height, "fps": cfg.fps}
