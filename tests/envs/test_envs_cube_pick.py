@@ -251,3 +251,21 @@ def test_osmesa_backend_renders():
     proc = _python(code, "osmesa")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[:2] == ["osmesa", "True"]
+
+
+def test_env_yaml_matches_config_defaults():
+    from omegaconf import OmegaConf
+
+    from envs.config import CubePickConfig
+    from toto_robot.config import CONF_DIR, as_dataclass, to_dict
+
+    cfg = as_dataclass(CubePickConfig, OmegaConf.load(CONF_DIR / "env" / "cube_pick.yaml"))
+    assert to_dict(cfg) == to_dict(CubePickConfig())
+
+
+def test_gym_render_mode_rgb_array_returns_agentview():
+    e = gym.make(envs.ENV_ID, render_mode="rgb_array", render_size=32, cameras=["wrist"])
+    e.reset(seed=0)
+    frame = e.render()
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+    e.close()
