@@ -108,9 +108,11 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
 
     step = 0
     ckpt_dir = out / "checkpoints"
+    # The schedule's shape comes from this run's config (so train.steps can be raised on resume);
+    # the checkpoint supplies the step it has reached.
     if cfg.resume and (path := checkpoint.latest(ckpt_dir)) is not None:
         state = checkpoint.load(path, model, optimizer)
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(state["scheduler"] | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         loader.load_state_dict(state["loader"])
         step = int(state["step"])
         log.info("resumed from %s at step %d", path, step)

@@ -21,10 +21,12 @@ COMMON = ["model=tiny", "model.vocab_size=64", "model.max_seq_len=512", "data.sy
           "data.frames_per_seq=2", "data.stride=2", "data.prefetch=0", "train.steps=6", "train.lr=3e-3",
           "train.warmup_steps=2", "train.log_every=1", "train.ckpt_every=0", "train.peak_tflops=1",
           "train.device=cpu"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def run(cmd: list[str], out: Path) -> list[dict]:
-    proc = subprocess.run([*cmd, *COMMON, f"out_dir={out}", f"hydra.run.dir={out}"], cwd=ROOT, env=ENV,
+def run(launcher: list[str], overrides: list[str], out: Path) -> list[dict]:
+    """Run pretrain.py under `launcher`; `overrides` come after COMMON, so they win."""
+    proc = subprocess.run([*launcher, "pretrain.py", *COMMON, *overrides, f"out_dir={out}", f"hydra.run.dir={out}"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -45,9 +47,8 @@ def test_help_explains_the_job():
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    single = run([sys.executable, "pretrain.py", "data.batch_size=4"], tmp_path / "single")
-    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "pretrain.py",
-               "parallel.strategy=ddp", "data.batch_size=2"], tmp_path / "ddp")
+    single = run([sys.executable], ["data.batch_size=4"], tmp_path / "single")
+    ddp = run(TORCHRUN, ["parallel.strategy=ddp", "data.batch_size=2"], tmp_path / "ddp")
     assert [r["step"] for r in ddp] == [r["step"] for r in single] == list(range(1, 7))
     for a, b in zip(single, ddp):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
@@ -55,3 +56,23 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     wa, wb = weights(tmp_path / "single"), weights(tmp_path / "ddp")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp_sharded_checkpoint_resume_continues_the_run(tmp_path):
+    fsdp = ["parallel.strategy=fsdp", "data.batch_size=2", "train.ckpt_every=3"]
+    full = run(TORCHRUN, fsdp, tmp_path / "full")
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints" / "step_00000006").glob("*.distcp")) == [
+        "__0_0.distcp", "__1_0.distcp"]  # one shard file per rank
+    # A run killed after its step-3 checkpoint: same directory without the later checkpoint and log.
+    crashed = tmp_path / "crashed"
+    (crashed / "checkpoints").mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(tmp_path / "full" / "checkpoints" / "step_00000003"), str(crashed / "checkpoints")],
+                   check=True)
+    resumed = run(TORCHRUN, fsdp, crashed)
+    assert [r["step"] for r in resumed] == [4, 5, 6]
+    for a, b in zip(full[3:], resumed):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+    wa, wb = weights(tmp_path / "full"), weights(crashed)  # sharded checkpoints load into one process
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
