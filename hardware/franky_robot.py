@@ -16,6 +16,7 @@ franky names are imported explicitly: `from franky import *` would shadow the bu
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -114,6 +115,10 @@ class FrankyRobot(Robot):
     def connect(self) -> None:
         cfg = self.config
         rt = RealtimeConfig.Enforce if cfg.realtime_config == "enforce" else RealtimeConfig.Ignore
+        # The controller serves one client. A closed franky Robot kept alive only by a reference
+        # cycle (an exception traceback holding a frame that holds it) still owns the connection
+        # and makes this connect hang: collect such cycles first.
+        gc.collect()
         with self._translate("connect"):
             try:
                 self._robot = _FrankyRobot(cfg.host, realtime_config=rt)
@@ -135,7 +140,12 @@ class FrankyRobot(Robot):
         log.info("connected to robot at %s (mode %s)", cfg.host, state.mode)
 
     def close(self) -> None:
-        # franky closes the connection when its objects are destroyed.
+        # franky closes the connection when its objects are destroyed. Destroying a Robot whose
+        # motion thread still holds an exception (e.g. after the controller vanished) crashed
+        # the process in our tests: join it first and drop what it raises.
+        if self._robot is not None:
+            with contextlib.suppress(ControlException, NetworkException, CommandException, InvalidOperationException, RuntimeError):
+                self._robot.join_motion(timeout=3.0)
         self._robot = None
         self._gripper = None
         self._gripper_future = None
@@ -202,6 +212,8 @@ class FrankyRobot(Robot):
         if not cmd.sent:
             return
         self._move(self._to_motion(self.tracker.plan(cmd.target_pos, cmd.target_quat)))
+        if self._gripper is None:  # use_gripper=false: the action's gripper part is ignored
+            return
         if cmd.gripper == "close":
             self.grasp(wait=False)
         elif cmd.gripper == "open":
