@@ -34,16 +34,20 @@ TARGETS = {"realistic": 120.0, "fast": 350.0}
 
 
 def measure(mode: str, steps: int, rounds: int = 8) -> dict[str, float]:
-    """Env steps/s and bare-MuJoCo steps/s of the same scene, interleaved in `rounds` blocks.
+    """Env steps/s and bare-MuJoCo steps/s on the same motion, interleaved in `rounds` blocks.
 
-    Only `env.step` is timed (the scripted expert that drives the arm is not). Rates use this
-    process's CPU time (all its threads, incl. llvmpipe's), so other jobs on a shared machine
-    do not count against it; wall-clock rates are reported too.
+    The env is driven by the scripted expert (only `env.step` is timed). The bare baseline then
+    replays each recorded step from the same state with plain MuJoCo calls: the same joint
+    set-point ramp written to `data.ctrl` at each of the 10 substeps, `mj_step`, `update_scene`,
+    `render`; so both do the same physics (contacts included) and draw the same scene. Rates use
+    this process's CPU time (all threads, llvmpipe's included), so other jobs on a shared machine
+    count less; wall-clock rates are reported too.
     """
     env = CubePickEnv(render_mode=mode, cameras=["agentview"], render_size=128, substeps=10)
     expert = ScriptedExpert(env, noise=0.05)
     model, data = env.model, env.data
     cam = model.camera("agentview").id
+    arm = slice(0, 7)  # arm actuators are ctrl[0:7], the hand ctrl[7]
     obs, _ = env.reset(seed=0)
     env.step(expert.select_action(obs))  # warm-up: GL context
     renderer = env._renderer
@@ -51,26 +55,34 @@ def measure(mode: str, steps: int, rounds: int = 8) -> dict[str, float]:
     seed, done = 1, False
     per_round = max(1, steps // rounds)
     for _ in range(rounds):
+        record = []
         for _ in range(per_round):
             if done:
                 obs, _ = env.reset(seed=seed)
                 expert.reset()
                 seed += 1
             action = expert.select_action(obs)
+            state, q_prev = env.get_state(), data.ctrl[arm].copy()
             c, w = time.process_time(), time.perf_counter()
             obs, _, terminated, truncated, _ = env.step(action)
             t["env_cpu"] += time.process_time() - c
             t["env_wall"] += time.perf_counter() - w
+            record.append((state, q_prev, data.ctrl.copy()))
             done = terminated or truncated
-        state = env.get_state()
-        c, w = time.process_time(), time.perf_counter()
-        for _ in range(per_round):
-            mujoco.mj_step(model, data, 10)
+        end_state = env.get_state()
+        for state, q_prev, ctrl in record:
+            env.reset_to(state)
+            ramp = [q_prev + (i + 1) / 10 * (ctrl[arm] - q_prev) for i in range(10)]
+            data.ctrl[7] = ctrl[7]
+            c, w = time.process_time(), time.perf_counter()
+            for q in ramp:
+                data.ctrl[arm] = q
+                mujoco.mj_step(model, data)
             renderer.update_scene(data, camera=cam)
             renderer.render()
-        t["bare_cpu"] += time.process_time() - c
-        t["bare_wall"] += time.perf_counter() - w
-        obs = env.reset_to(state)  # bare stepping ran the arm open-loop: continue where the env was
+            t["bare_cpu"] += time.process_time() - c
+            t["bare_wall"] += time.perf_counter() - w
+        obs = env.reset_to(end_state)
     n = per_round * rounds
     tris = int(sum(model.mesh_facenum))
     env.close()
