@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pretrain.loader import ClipSource, PackedLoader, PackingConfig
 from pretrain.train import checkpoint
 from pretrain.train.metrics import Throughput, flops_per_token, measure_peak_flops
-from pretrain.train.parallelize import ParallelConfig, parallelize
+from pretrain.train.parallelize import ParallelConfig, parallelize, resolve
 from pretrain.train.schedule import warmup_cosine
 from pretrain.train.step import TrainStep, build_optimizer
 from toto_robot.models.transformer import Transformer, TransformerConfig
@@ -94,6 +94,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    parallel = resolve(parallel, device)
     model = build_model(model_cfg, parallel, device, cfg.seed)
     n_non_emb = model.num_params(embedding=False)
     wrapped = parallelize(model, parallel, param_dtype=torch.bfloat16 if bf16 else None)

@@ -4,22 +4,22 @@ FSDP2 `fully_shard` (or DDP). The model file stays a plain nn.Module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 STRATEGIES = ("none", "ddp", "fsdp")
-COMPILE_MODES = ("none", "block", "model")
+COMPILE_MODES = ("auto", "none", "block", "model")
 ATTENTION = ("auto", "cudnn", "flash", "efficient", "math")
 
 
 @dataclass
 class ParallelConfig:
     strategy: str = "none"  # none | ddp | fsdp (FSDP2 fully_shard per block + root)
-    compile: str = "none"  # none | block (each block, fullgraph) | model (whole forward + loss)
+    compile: str = "auto"  # auto | none | block (each block, fullgraph) | model (whole forward + loss)
     activation_checkpointing: bool = False  # recompute each block in backward (memory for compute)
-    attention: str = "auto"  # SDPA kernel preference on CUDA: auto | cudnn | flash | efficient | math
+    attention: str = "cudnn"  # SDPA kernel preference on CUDA: auto | cudnn | flash | efficient | math
     reshard_after_forward: bool = True  # FSDP: free gathered params after forward (ZeRO-3)
 
     def __post_init__(self) -> None:
@@ -31,12 +31,23 @@ class ParallelConfig:
             raise ValueError("parallel.compile=model is not supported with fsdp; use compile=block")
 
 
+def resolve(cfg: ParallelConfig, device: torch.device) -> ParallelConfig:
+    """`compile=auto`: the benchmarked choice on GPU (whole model, or per block under FSDP), none on
+    CPU (compiling a tiny CPU model costs more than it saves)."""
+    if cfg.compile != "auto":
+        return cfg
+    mode = "none" if device.type != "cuda" else "block" if cfg.strategy == "fsdp" else "model"
+    return replace(cfg, compile=mode)
+
+
 def parallelize(model: nn.Module, cfg: ParallelConfig, param_dtype: torch.dtype | None = None) -> nn.Module:
     """Wrap `model` (with `.layers` blocks) in place; returns the module to call for forward.
 
     `param_dtype` (e.g. bf16) is FSDP's compute dtype for gathered parameters; master weights,
     gradients reductions and optimizer state stay fp32. DDP/FSDP need an initialized process group.
     """
+    if cfg.compile == "auto":
+        raise ValueError("resolve(cfg, device) the compile mode before parallelize()")
     layers = model.layers
     if cfg.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
