@@ -22,7 +22,6 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
 
 from envs.collect import CollectConfig, collect_demos  # noqa: E402
 from envs.config import CubePickConfig  # noqa: E402
