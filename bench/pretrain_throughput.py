@@ -10,6 +10,12 @@ Needs only torch (no hydra/zarr/mujoco):
     python bench/pretrain_throughput.py --reference shared/anchors/reference_transformer_mfu.py \
         --sizes small,base,large
     python bench/pretrain_throughput.py --device cpu --quick --reference ...   # CPU smoke test
+
+Measured 2026-11-26 on one H200 (torch 2.11, matmul peak 802 TFLOP/s), seq 4096, same batch,
+`--variants model:cudnn --batch-mult 2` (~3 min incl. compile):
+    base  d768 L12  B8:  reference 481k tok/s (46.4% MFU), ours 497k (48.0%): 1.03x; ours B16 510k (49.2%)
+    small d512 L8  B16:  reference 1.14M (39.9%), ours 1.26M (44.0%): 1.10x
+    large d1024 L24 B4:  reference 160k (49.9%), ours 163k (50.8%): 1.02x
 """
 
 from __future__ import annotations
