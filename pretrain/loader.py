@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -47,6 +48,7 @@ class PackingConfig:
     seed: int = 0
     pack_window: int = 8192  # short clips packed together per window (larger = less padding)
     prefetch: int = 2  # batches read ahead in a background thread (0 = none)
+    read_threads: int = 8  # concurrent byte-range reads per batch (object storage latency; 1 = serial)
 
 
 class Batch(NamedTuple):
@@ -135,13 +137,15 @@ class PackedLoader:
         return 1.0 - used / (len(plan) * self.cfg.frames_per_seq)
 
     # ------------------------------------------------------------------ reading
-    def _sequence(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, row: int) -> np.ndarray:
+        clip, first, n = (int(v) for v in self.items[row])
+        return self.source.read_frames(clip, first, n).reshape(-1).astype(np.int64)
+
+    def _sequence(self, segments: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         tokens = np.zeros(self.seq_len, np.int64)
         targets = np.full(self.seq_len, IGNORE, np.int64)
         pos = 0
-        for r in rows:
-            clip, first, n = (int(v) for v in self.items[r])
-            seg = self.source.read_frames(clip, first, n).reshape(-1).astype(np.int64)
+        for seg in segments:
             tokens[pos : pos + len(seg)] = seg
             targets[pos : pos + len(seg) - 1] = seg[1:]
             pos += len(seg)
@@ -149,16 +153,24 @@ class PackedLoader:
 
     def _batches(self, epoch: int, batch: int) -> Iterator[tuple[Batch, tuple[int, int]]]:
         B, W = self.cfg.batch_size, self.world_size
-        while True:
-            plan = self._epoch_plan(epoch)
-            n_steps = len(plan) // (W * B)
-            while batch < n_steps:
-                base = batch * W * B
-                seqs = [self._sequence(plan[base + j * W + self.rank]) for j in range(B)]
-                toks, tgts = (torch.from_numpy(np.stack(x)) for x in zip(*seqs))
-                batch += 1
-                yield Batch(toks, tgts), (epoch, batch)
-            epoch, batch = epoch + 1, 0
+        # A batch of images is ~B x 16 small reads: issue them concurrently (each costs a round trip
+        # on s3:// or gs://); results keep plan order, so batches stay deterministic.
+        with ThreadPoolExecutor(max(1, self.cfg.read_threads)) as pool:
+            while True:
+                plan = self._epoch_plan(epoch)
+                n_steps = len(plan) // (W * B)
+                while batch < n_steps:
+                    base = batch * W * B
+                    rows = [plan[base + j * W + self.rank] for j in range(B)]
+                    flat = list(pool.map(self._read, [r for seq in rows for r in seq]))
+                    seqs, k = [], 0
+                    for seq in rows:
+                        seqs.append(self._sequence(flat[k : k + len(seq)]))
+                        k += len(seq)
+                    toks, tgts = (torch.from_numpy(np.stack(x)) for x in zip(*seqs))
+                    batch += 1
+                    yield Batch(toks, tgts), (epoch, batch)
+                epoch, batch = epoch + 1, 0
 
     def __iter__(self) -> Iterator[Batch]:
         batches = self._batches(self.epoch, self.batch)

@@ -101,3 +101,16 @@ def test_resume_from_state_dict_continues_the_same_stream_across_epochs(mixed):
 def test_too_little_data_is_a_clear_error(mixed):
     with pytest.raises(ValueError, match="add data or shrink the batch"):
         PackedLoader(mixed, PackingConfig(frames_per_seq=16, batch_size=64))
+
+
+def test_streams_from_an_fsspec_url_with_concurrent_reads(tmp_path):
+    """Same batches from an fsspec filesystem (memory:// standing in for s3://) as from disk."""
+    from pretrain.synthetic import write_synthetic_shards
+
+    write_synthetic_shards(str(tmp_path), n_videos=3, n_frames=9, n_images=20, seed=1)
+    write_synthetic_shards("memory://lm-loader-test", n_videos=3, n_frames=9, n_images=20, seed=1)
+    cfg = PackingConfig(frames_per_seq=4, stride=2, batch_size=3, prefetch=1, read_threads=4)
+    local = seqs_of(PackedLoader(TokenDataset(str(tmp_path)), cfg), 3)
+    serial = PackingConfig(**{**cfg.__dict__, "read_threads": 1})
+    remote = seqs_of(PackedLoader(TokenDataset("memory://lm-loader-test"), serial), 3)
+    assert all(torch.equal(a.tokens, b.tokens) and torch.equal(a.targets, b.targets) for a, b in zip(local, remote))
