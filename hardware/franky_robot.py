@@ -183,13 +183,13 @@ class FrankyRobot(Robot):
     def send_action(self, action: np.ndarray) -> SentCommand:
         state = self._check_ready()
         cmd = self.safety.filter_action(action, state.eef_pos)
-        self._execute(cmd)
+        self._execute(cmd, state.t_device)
         return cmd
 
     def send_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float | None = None) -> SentCommand:
         state = self._check_ready()
         cmd = self.safety.filter_target(pos, quat, gripper, state.eef_pos)
-        self._execute(cmd)
+        self._execute(cmd, state.t_device)
         return cmd
 
     def move_home(self, timeout_s: float | None = None) -> None:
@@ -208,10 +208,10 @@ class FrankyRobot(Robot):
             self.open_gripper(wait=True)
         self.clear_queue()
 
-    def _execute(self, cmd: SentCommand) -> None:
+    def _execute(self, cmd: SentCommand, t_device: float | None) -> None:
         if not cmd.sent:
             return
-        self._move(self._to_motion(self.tracker.plan(cmd.target_pos, cmd.target_quat)))
+        self._move(self._to_motion(self.tracker.plan(cmd.target_pos, cmd.target_quat, t_device)))
         if self._gripper is None:  # use_gripper=false: the action's gripper part is ignored
             return
         if cmd.gripper == "close":

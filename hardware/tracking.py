@@ -6,7 +6,8 @@ arm stops, and the speed oscillates with the control period (stop-and-go; on a r
 also invites acceleration-discontinuity reflexes when motions are swapped).
 
 The "smooth" mode sends every target as a waypoint *with a velocity* (the filtered velocity of
-the target stream) and a minimum duration of one control period, followed by a braking waypoint
+the target stream) and a minimum duration of one control period (measured on the controller's
+clock, filtered), followed by a braking waypoint
 a little further along at rest. In steady state the arm passes through each target at the
 stream's speed exactly when the next target arrives, so the next motion takes over mid-flight;
 if the stream stops, the arm brakes and settles on the braking waypoint (by default the last
@@ -85,12 +86,16 @@ class TargetTracker:
         self.period_s = period_s
         self.bounds = bounds
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._prev_t: float | None = None
         self._lin = np.zeros(3)
         self._ang = np.zeros(3)
+        self.period_estimate = period_s
 
     def reset(self, pos: np.ndarray | None = None, quat: np.ndarray | None = None) -> None:
         """Forget the stream (after a stop): the next target starts from rest at (pos, quat)."""
         self._prev = None if pos is None or quat is None else (np.asarray(pos, float).copy(), quat_normalize(quat))
+        self._prev_t = None
+        self.period_estimate = self.period_s
         self._lin = np.zeros(3)
         self._ang = np.zeros(3)
 
@@ -99,14 +104,22 @@ class TargetTracker:
         """Filtered stream velocity: linear (3,) m/s, angular (3,) rad/s."""
         return self._lin.copy(), self._ang.copy()
 
-    def plan(self, pos: np.ndarray, quat: np.ndarray) -> TrackPlan:
+    def plan(self, pos: np.ndarray, quat: np.ndarray, t: float | None = None) -> TrackPlan:
+        """Plan for the next target (pos (3,) m, quat (4,) wxyz). `t` [s]: the controller's clock
+        when the target is issued; with it, the period is measured rather than assumed, so the
+        arm keeps pace with a loop that runs late (or a simulator slower than real time)."""
         pos = np.asarray(pos, dtype=np.float64)
         quat = quat_normalize(quat)
         cfg = self.config
+        a = cfg.velocity_filter
+        dt = self.period_s
+        if t is not None and self._prev_t is not None:
+            dt = float(np.clip(t - self._prev_t, 0.5 * self.period_s, 2.0 * self.period_s))
+            self.period_estimate = a * dt + (1 - a) * self.period_estimate
+        self._prev_t = t
         if self._prev is not None:
-            lin = (pos - self._prev[0]) / self.period_s
-            ang = rotvec_from_quat(quat_mul(quat, quat_conj(self._prev[1]))) / self.period_s
-            a = cfg.velocity_filter
+            lin = (pos - self._prev[0]) / dt
+            ang = rotvec_from_quat(quat_mul(quat, quat_conj(self._prev[1]))) / dt
             self._lin = a * lin + (1 - a) * self._lin
             self._ang = a * ang + (1 - a) * self._ang
         self._prev = (pos.copy(), quat.copy())
@@ -120,7 +133,7 @@ class TargetTracker:
             lo, hi = self.bounds
             lin[(pos <= lo + 1e-6) & (lin < 0)] = 0.0
             lin[(pos >= hi - 1e-6) & (lin > 0)] = 0.0
-        reach = Waypoint(pos, quat, lin, self._ang.copy(), min_time_s=self.period_s)
+        reach = Waypoint(pos, quat, lin, self._ang.copy(), min_time_s=self.period_estimate)
         half = 0.5 * cfg.brake_time_s
         brake_pos = pos + lin * half
         if self.bounds is not None:

@@ -174,3 +174,14 @@ def test_conf_groups_build_a_robot_and_reject_typos():
         build_robot(robot_cfg, OmegaConf.merge(safety_cfg, {"max_sped": 1.0}))
     with pytest.raises(KeyError, match="unknown robot"):
         build_robot(OmegaConf.merge(robot_cfg, {"backend": "kuka"}))
+
+
+def test_tracker_measures_the_period_on_the_controller_clock():
+    tr = TargetTracker(TrackingConfig(velocity_filter=1.0), period_s=0.1)
+    tr.reset(HOME, DOWN)
+    tr.plan(HOME, DOWN, t=5.0)
+    reach, _ = tr.plan(HOME + [0.01, 0, 0], DOWN, t=5.15).waypoints  # the loop ran 50 ms late
+    assert reach.min_time_s == pytest.approx(0.15)
+    np.testing.assert_allclose(reach.lin_vel, [0.01 / 0.15, 0, 0])
+    reach, _ = tr.plan(HOME + [0.02, 0, 0], DOWN, t=9.0).waypoints  # a long gap is clipped to 2 periods
+    assert reach.min_time_s == pytest.approx(0.2)
