@@ -76,3 +76,32 @@ def test_fsdp_sharded_checkpoint_resume_continues_the_run(tmp_path):
     wa, wb = weights(tmp_path / "full"), weights(crashed)  # sharded checkpoints load into one process
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL at an arbitrary moment (possibly inside a checkpoint save), then rerun the same command."""
+    import signal
+    import time
+
+    overrides = ["data.batch_size=4", "train.steps=40", "train.ckpt_every=5"]
+    full = run([sys.executable], overrides, tmp_path / "full")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "pretrain.py", *COMMON, *overrides, f"out_dir={out}", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = out / "metrics.jsonl"
+        if log.is_file() and log.read_text().count("\n") >= 7:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run([sys.executable], overrides, out)
+    last = {r["step"]: r for r in resumed}  # steps redone after the checkpoint are logged twice
+    assert sorted(last) == list(range(1, 41))
+    for r in full:
+        assert last[r["step"]]["loss"] == r["loss"]
+    wa, wb = weights(tmp_path / "full"), weights(out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
