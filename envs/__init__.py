@@ -1,6 +1,8 @@
 """Simulated environments. Importing registers the gymnasium id "toto/CubePick-v0".
 
-MUJOCO_GL is validated here, before any submodule imports MuJoCo (which reads it once).
+MuJoCo fixes its GL backend when `mujoco` is first imported, so the headless default (EGL when
+MUJOCO_GL is unset and there is no display) is put in place here, before any submodule imports
+MuJoCo. A bad MUJOCO_GL value is reported (GLBackendError) when an env that renders is made.
 Heavy modules (MuJoCo scene, renderer) load when an env is made, not on import.
 """
 
@@ -8,9 +10,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.gl import check_mujoco_gl_env
+from envs.gl import GLBackendError, check_mujoco_gl_env
 
-check_mujoco_gl_env()
+try:
+    check_mujoco_gl_env()
+except GLBackendError:
+    pass  # raised again, with the same message, by the first env that renders
 
 ENV_ID = "toto/CubePick-v0"
 
