@@ -104,7 +104,7 @@ class FrankyRobot(Robot):
         self.tracker = TargetTracker(config.tracking, 1.0 / config.control_hz, bounds=(lo, hi))
         self._robot: _FrankyRobot | None = None
         self._gripper: Gripper | None = None
-        self._gripper_future = None
+        self._gripper_future = None  # the in-flight gripper command's future, kept alive until the next one
         self._latched: tuple[str, ...] | None = None  # reflex names, set until recover()
         self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False

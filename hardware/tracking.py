@@ -243,7 +243,6 @@ def stream_line(robot, direction: np.ndarray, speed: float, duration_s: float, s
     t_targets = np.array(t_targets)
     sim_speed = speed * period / float(np.mean(np.diff(t_targets)))
     m = smoothness(t, pos, t_targets, sim_speed)
-    stream_line.last_samples = (t, pos, t_targets)  # for plots and debugging
     err = np.array(errors[2:])  # the first targets start from rest
     return SmoothnessReport(
         mode=robot.config.tracking.mode,
