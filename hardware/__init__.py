@@ -13,10 +13,12 @@ from toto_robot.registry import Registry
 
 ROBOTS = Registry("robot")
 ROBOTS.register("franky", "hardware.franky_robot:FrankyRobot")
+ROBOTS.register("franky_faults", "hardware.faults:FaultInjectingRobot")  # tests and drills
 
 # name -> "module:ConfigClass" of the backend's config dataclass (a RobotConfig subclass).
 ROBOT_CONFIGS = Registry("robot config")
 ROBOT_CONFIGS.register("franky", "hardware.franky_robot:FrankyConfig")
+ROBOT_CONFIGS.register("franky_faults", "hardware.faults:FaultConfig")
 
 
 def build_robot(robot_cfg: Any, safety_cfg: Any = None) -> Any:

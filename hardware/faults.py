@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from franky import ControlException, NetworkException
 from franky import Robot as _FrankyRobot
@@ -36,12 +37,22 @@ FAULTS = ("reflex", "silent_reflex", "async_reflex", "network", "recover_fails")
 REFLEX_MESSAGE = 'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
 
 
+@dataclass
+class FaultConfig(FrankyConfig):
+    """Robot backend "franky_faults" (conf: `backend: franky_faults`, `faults: {3: reflex}`)."""
+
+    faults: dict[int, str] = field(default_factory=dict)
+
+
 class FaultInjectingRobot(FrankyRobot):
-    """`FrankyRobot` that injects `faults` ({command index: fault name}) at chosen steps."""
+    """`FrankyRobot` that injects `faults` ({command index: fault name}) at chosen steps;
+    `faults` defaults to `config.faults` when the config is a `FaultConfig`."""
 
     def __init__(self, config: FrankyConfig, safety: SafetyConfig | None = None, faults: Mapping[int, str] | None = None) -> None:
         super().__init__(config, safety)
-        faults = dict(faults or {})
+        if faults is None:
+            faults = getattr(config, "faults", {})
+        faults = dict(faults)
         unknown = sorted({f for f in faults.values() if f not in FAULTS})
         if unknown:
             raise ValueError(f"unknown faults {unknown}; known: {FAULTS}")

@@ -153,3 +153,21 @@ def test_simulator_killed_mid_motion_gives_clean_error():
         assert time.monotonic() - t < 5.0
         assert not robot.is_connected
         robot.close()
+
+
+def test_fault_backend_from_config(sim):
+    from omegaconf import OmegaConf
+
+    from hardware import build_robot
+
+    cfg = OmegaConf.create({"backend": "franky_faults", "host": sim.host, "realtime_config": "ignore",
+                            "use_gripper": False, "faults": {1: "reflex"}})
+    robot = build_robot(cfg)
+    assert isinstance(robot, FaultInjectingRobot) and robot.faults == {1: "reflex"}
+    robot.connect()
+    try:
+        robot.send_action(FORWARD)
+        with pytest.raises(RobotReflexError):
+            robot.send_action(FORWARD)
+    finally:
+        robot.close()
