@@ -21,7 +21,7 @@ OBS_SPECS = {"eef_pos": (3,), "eef_quat": (4,), "gripper_width": (1,), "joint_po
 
 @pytest.fixture(scope="module")
 def sim():
-    with SimServer(host=None, realtime=False) as server:
+    with SimServer(host=None, realtime=False, cube=True) as server:
         yield server
 
 
@@ -93,6 +93,29 @@ def test_gripper_grasp_and_open(robot):
     assert robot.get_state().gripper_width < 0.004
     robot.open_gripper()
     assert robot.get_state().gripper_width > 0.07
+
+
+def move_to(robot, goal, quat, tol=0.003, max_steps=40):
+    for _ in range(max_steps):
+        robot.send_target(goal, quat)
+        time.sleep(0.1)
+        if np.linalg.norm(robot.get_state().eef_pos - goal) < tol:
+            break
+    time.sleep(0.3)
+
+
+def test_grasp_and_lift_cube(sim):
+    with make_robot(sim, SafetyConfig(workspace_min=[0.25, -0.35, 0.0])) as robot:
+        robot.move_home()
+        quat = robot.get_state().eef_quat
+        cube = sim.cube_pos()  # 5 cm cube resting on the floor
+        move_to(robot, cube + [0, 0, 0.12], quat)
+        move_to(robot, cube, quat)
+        assert robot.grasp() is True
+        assert robot.get_state().gripper_width == pytest.approx(0.05, abs=0.006)
+        move_to(robot, cube + [0, 0, 0.1], quat)
+        assert sim.cube_pos()[2] > cube[2] + 0.08  # lifted with the hand
+        robot.move_home()  # opens the hand: drops the cube
 
 
 def test_gripper_action_debounced_then_sent(robot):
