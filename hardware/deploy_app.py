@@ -174,3 +174,38 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
         return run_rollouts(session, policy, store, session.settings.episodes, meta)
+
+
+def collect_teleop(cfg: DictConfig) -> int:
+    """collect_teleop.py: teleoperated episodes into `record.store`; keep / discard / redo each. Returns kept.
+
+    `episodes` counts kept and discarded episodes (a redo does not count).
+    """
+    from hardware.teleop import TeleopConfig, teleop_policy
+
+    teleop_cfg = as_dataclass(TeleopConfig, cfg.teleop)
+    kept = 0
+    with open_session(cfg) as session:
+        shape_meta = session.shape_meta()
+        store = session.open_store(shape_meta, "teleop", {"teleop": to_dict(teleop_cfg)})
+        with teleop_policy(teleop_cfg, shape_meta) as policy, \
+                DeployRunner(session.robot, session.cameras, policy, session.runner_config) as runner:
+            episode = 0
+            while episode < session.settings.episodes:
+                policy.device.new_episode()
+                print(f"\nepisode {episode + 1}/{session.settings.episodes}: the arm is home; drive it (Enter ends)")
+                result = runner.run_episode()
+                print(f"{result.n_steps} steps, stop: {result.stop_reason} {result.message}")
+                if result.stop_reason in FAULTS:
+                    print("not saved: the episode ended on a fault")
+                    if result.stop_reason != "reflex":
+                        break
+                    continue
+                choice = policy.device.choose("keep [y] / discard [n] / redo [e]? ", "yne")
+                if choice == "y":
+                    index = runner.save(result, store, SUCCESS, session.log_dir, {"teleop": to_dict(teleop_cfg)})
+                    kept += 1
+                    print(f"kept as episode {index}")
+                if choice in "yn":
+                    episode += 1
+    return kept
