@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from hardware import build_robot
@@ -209,3 +210,52 @@ def collect_teleop(cfg: DictConfig) -> int:
                 if choice in "yn":
                     episode += 1
     return kept
+
+
+def replay_episode(cfg: DictConfig) -> dict[str, Any]:
+    """replay_episode.py. mode=offline: recorded obs -> policy, errors + plot; mode=online: the
+    episode's actions through the runner (franky-sim with sim=true, or the robot), with safety."""
+    from hardware.replay import compare_actions, load_episode, plot_comparison
+    from hardware.rollout_log import write_json
+    from hardware.simple_policies import ReplayPolicy
+
+    store, episode = load_episode(cfg.store, cfg.episode)
+    if cfg.mode == "offline":
+        from hardware.policy_loader import build_policy
+
+        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
+        if cfg.get("checkpoint"):
+            node["checkpoint"] = cfg.checkpoint
+        policy = build_policy(node, store.shape_meta)
+        report = compare_actions(policy, episode)
+        out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()
+        plot = plot_comparison(report, out / f"replay_episode_{cfg.episode}.png", f"{cfg.store} episode {cfg.episode}")
+        summary = {k: v for k, v in report.items() if k not in ("predicted", "recorded")}
+        write_json(out / f"replay_episode_{cfg.episode}.json", {**summary, "plot": str(plot), "policy": node})
+        print(f"offline replay of episode {cfg.episode}: mean MAE {summary['mae_mean']:.4f}, "
+              f"per dim {[round(x, 4) for x in summary['mae']]}, gripper agreement {summary['gripper_agreement']:.1%}")
+        print(f"plot: {plot}")
+        return summary
+    if cfg.mode != "online":
+        raise ValueError(f"mode must be 'online' or 'offline', got {cfg.mode!r}")
+    with open_session(cfg) as session:
+        policy = ReplayPolicy(episode["action"], session.shape_meta())
+        out_store = session.open_store(policy.shape_meta, "replay", {"replayed_from": f"{cfg.store}#{cfg.episode}"})
+        results = run_rollouts(session, policy, out_store, 1, {"replayed_from": f"{cfg.store}#{cfg.episode}"})
+        result = results[-1]
+        eef = result.episode["eef_pos"] if result.episode is not None else None
+        summary = {"stop_reason": result.stop_reason, "steps": result.n_steps, "recorded_steps": len(episode["action"])}
+        if eef is not None and "eef_pos" in episode:
+            n = min(len(eef), len(episode["eef_pos"]))
+            summary["eef_pos_error_m"] = float(np.linalg.norm(eef[:n] - episode["eef_pos"][:n], axis=1).max())
+        print(f"online replay: {summary}")
+        return summary
+
+
+def _hydra_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path("outputs/replay_episode")
