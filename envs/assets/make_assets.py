@@ -87,5 +87,5 @@ def main(reduction: float) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--reduction", type=float, default=0.9, help="fraction of triangles removed per visual mesh")
+    p.add_argument("--reduction", type=float, default=0.94, help="fraction of triangles removed per visual mesh")
     main(p.parse_args().reduction)
