@@ -37,6 +37,7 @@ class TinyTorchConfig:
     action_scale: float = 0.3  # |translation action| <= this (a random net moves gently)
     rotation_scale: float = 0.3  # |rotation action| <= this
     min_latency_ms: float = 0.0  # pad each select_action to this long (emulates a heavier encoder)
+    fixed_gripper: float = 0.0  # != 0: output this gripper command (e.g. -1 = keep open) instead of the net's
 
 
 class _TinyNet(nn.Module):
@@ -77,6 +78,8 @@ class TinyTorchPolicy:
         a = self.net(batch)[0].numpy().astype(np.float32)
         a[:3] *= self.config.action_scale
         a[3:6] *= self.config.rotation_scale
+        if self.config.fixed_gripper:
+            a[6] = self.config.fixed_gripper
         wait = self.config.min_latency_ms * 1e-3 - (time.monotonic() - t0)
         if wait > 0:
             time.sleep(wait)  # torch releases the GIL while computing; so does this stand-in
@@ -93,7 +96,7 @@ class TinyTorchPolicy:
         os.replace(tmp, path)
         return path
 
-    RUNTIME_KEYS = ("min_latency_ms", "action_scale", "rotation_scale")  # may differ from the saved config; the rest may not
+    RUNTIME_KEYS = ("min_latency_ms", "action_scale", "rotation_scale", "fixed_gripper")  # may differ from the saved config; the rest may not
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides: Any) -> TinyTorchPolicy:

@@ -61,8 +61,10 @@ def run(robot, policy, cam=None, **cfg):
 
 
 def tiny(**kw) -> TinyTorchPolicy:
-    # Translation only: rotation targets make the franky backend's planner fail (error -100, reported).
-    return TinyTorchPolicy(TinyTorchConfig(width=16, rotation_scale=0.0, **kw), SHAPE_META)
+    # Translation only, gripper kept open: rotation targets make the franky backend's planner fail
+    # (error -100), and a grasp issued while a gripper command is in flight can block the process
+    # (both reported to the robot backend).
+    return TinyTorchPolicy(TinyTorchConfig(width=16, rotation_scale=0.0, fixed_gripper=-1.0, **kw), SHAPE_META)
 
 
 def test_tiny_torch_policy_runs_at_10hz_inside_the_box_and_is_recorded(robot, tmp_path):
@@ -161,3 +163,23 @@ def test_simulator_killed_mid_run_stops_cleanly_and_keeps_the_rollout(tmp_path):
     back = EpisodeStore.open(path)
     assert back.n_episodes == 1 and back.n_steps == result.n_steps
     np.testing.assert_array_equal(back.get_episode(0)["eef_pos"], result.episode["eef_pos"])
+
+
+def test_reflex_is_recovered_once_then_the_run_stops():
+    from hardware.faults import FaultInjectingRobot
+
+    # Its own simulator: the controller serves one client and the module's robot holds the other.
+    with SimServer(host=None, realtime=True) as sim, FaultInjectingRobot(robot_config(sim.host), faults={4: "reflex"}) as r:
+        _, once = run(r, tiny(), max_steps=12)
+    assert once.stop_reason == "max_steps", once.message
+    s = once.log.summary()
+    assert s["reflexes"] == {"cartesian_reflex": 1} and s["recoveries"] == 1
+    assert any("recovered at step" in e for e in s["events"])
+    assert (once.episode["status"][:, 0] == REFUSED).sum() == 1  # the step that hit the reflex sent nothing
+
+    with SimServer(host=None, realtime=True) as sim, \
+            FaultInjectingRobot(robot_config(sim.host), faults={3: "reflex", 7: "silent_reflex"}) as r:
+        _, twice = run(r, tiny(), max_steps=20)
+        assert twice.stop_reason == "reflex" and "after 1 recovery" in twice.message
+        assert sum(twice.log.reflexes.values()) == 2 and twice.log.recoveries == 1
+        assert twice.n_steps < 12
