@@ -183,3 +183,18 @@ def test_reflex_is_recovered_once_then_the_run_stops():
         assert twice.stop_reason == "reflex" and "after 1 recovery" in twice.message
         assert sum(twice.log.reflexes.values()) == 2 and twice.log.recoveries == 1
         assert twice.n_steps < 12
+
+
+def test_scripted_policy_drives_toward_the_cube_inside_the_box(robot):
+    from hardware.simple_policies import ScriptedPickConfig, ScriptedPickPolicy
+
+    cube = [0.45, 0.1, 0.2]  # hover 0.1 m above it: approached within the run, gripper stays open
+    policy = ScriptedPickPolicy(ScriptedPickConfig(cube_pos=cube, hover=0.1), SHAPE_META)
+    _, result = run(robot, policy, max_steps=30)
+    ep = result.episode
+    assert result.stop_reason == "max_steps" and result.log.summary()["achieved_hz"] == pytest.approx(HZ, rel=0.05)
+    lo, hi = np.array(SafetyConfig().workspace_min), np.array(SafetyConfig().workspace_max)
+    assert np.all(ep["eef_pos"] >= lo - 0.01) and np.all(ep["eef_pos"] <= hi + 0.01)
+    target = np.array(cube) + [0, 0, 0.1]
+    assert np.linalg.norm(ep["eef_pos"][-1] - target) < 0.5 * np.linalg.norm(ep["eef_pos"][0] - target)
+    assert np.all(ep["action"][:, 6] == -1.0)  # no grasp before the cube is reached
