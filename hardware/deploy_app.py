@@ -79,8 +79,7 @@ class Session:
             "cameras": {k: c.metadata() for k, c in self.cameras.items()},
             **(extra_attrs or {}),
         }
-        cams = [k for k in shape_meta.rgb_keys]
-        return open_rollout_store(self.record.store, shape_meta, cams, attrs)
+        return open_rollout_store(self.record.store, shape_meta, list(shape_meta.rgb_keys), attrs)
 
     @property
     def log_dir(self) -> Path:

@@ -168,7 +168,6 @@ class RealSenseCamera(ThreadedCamera):
         self.config: RealSenseConfig = config
         self._source = source or PipelineSource()
         self._meta: dict[str, Any] = {}
-        self._depth_scale = 0.0
 
     def _open(self) -> None:
         self._source.start(self.config)
@@ -251,9 +250,10 @@ class RealSenseCamera(ThreadedCamera):
         if depth is not None:
             meta["depth"] = _profile_dict(depth)
             meta["depth_to_color_extrinsics"] = _extrinsics_dict(depth.get_extrinsics_to(color))
-            if dev.first_depth_sensor():
-                self._depth_scale = dev.first_depth_sensor().get_depth_scale()
-            meta["depth_scale_m"] = self._depth_scale
+            try:
+                meta["depth_scale_m"] = dev.first_depth_sensor().get_depth_scale()  # m per z16 unit
+            except RuntimeError:  # recordings without a depth sensor
+                meta["depth_scale_m"] = None
         return meta
 
 

@@ -118,7 +118,7 @@ class DeployRunner:
         self.robot, self.cameras, self.policy, self.config = robot, dict(cameras), policy, config
         self.shape_meta = policy.shape_meta
         # Only the cameras the policy reads are waited on and recorded.
-        self.camera_keys = [k for k in self.shape_meta.rgb_keys]
+        self.camera_keys = list(self.shape_meta.rgb_keys)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def close(self) -> None:
