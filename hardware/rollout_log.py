@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 # Stages timed per control step, in loop order [ms].
-STAGES = ("capture_wait", "state", "preprocess", "inference", "command", "capture_to_command", "frame_age", "period")
+STAGES = ("capture_wait", "state", "preprocess", "inference", "command", "capture_to_command", "oldest_frame_to_command",
+          "frame_age", "period")
 
 
 def percentiles(values: list[float] | np.ndarray) -> dict[str, float]:

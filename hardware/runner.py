@@ -274,8 +274,12 @@ class DeployRunner:
         t_cmd = time.monotonic()
         rlog.add("command", (t_cmd - t0) * 1e3)
         if self.camera_keys:
-            ref = frames[self.config.trigger_camera] if self.config.trigger_camera else min(frames.values(), key=lambda f: f.t_host)
-            rlog.add("capture_to_command", (t_cmd - ref.t_host) * 1e3)
+            # From the frame that started the step (trigger camera), and from the oldest frame used:
+            # unsynchronised cameras differ by up to one frame period.
+            oldest = min(frames[k].t_host for k in self.camera_keys)
+            ref = frames[self.config.trigger_camera].t_host if self.config.trigger_camera else oldest
+            rlog.add("capture_to_command", (t_cmd - ref) * 1e3)
+            rlog.add("oldest_frame_to_command", (t_cmd - oldest) * 1e3)
         if cmd.sent and not self.config.dry_run:
             rlog.commands_sent += 1
         status = DRY_RUN if self.config.dry_run and cmd.sent else SENT if cmd.sent else REFUSED
