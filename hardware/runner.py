@@ -6,7 +6,7 @@ call, so a slow policy can never delay a stop. Per tick (period 1/control_hz):
 
 1. wait for a new frame from `trigger_camera` (if set) and take the newest of the others; a
    frame older than `max_frame_age_ms` is a stale-frame stop;
-2. read the robot state (a lost connection stops the run);
+2. read the robot state (a lost connection, or an end effector outside the safety box, stops the run);
 3. hand frames + state to the worker and wait until the command deadline; an unfinished
    inference is an overrun: the tick sends nothing (the arm holds its last target) or, with
    `on_overrun: stop`, the run stops; a late result is dropped, never sent;
@@ -57,6 +57,7 @@ class RunnerConfig:
     on_overrun: str = "skip"  # "skip": send nothing this tick; "stop": stop the run
     max_overruns: int = 0  # with "skip": stop after this many overruns (0 = never)
     max_recoveries: int = 1  # reflexes recovered before the run stops
+    workspace_stop_margin: float = 0.05  # m: measured end effector this far outside the safety box -> stop
     dry_run: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
@@ -158,6 +159,9 @@ class DeployRunner:
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
+                if not self.robot.safety.in_workspace(state.eef_pos, cfg.workspace_stop_margin):
+                    raise _Stop("workspace", f"end effector at {np.round(state.eef_pos, 3).tolist()} is outside the "
+                                             f"workspace box by more than {cfg.workspace_stop_margin} m")
                 if not state.ok:  # a latched reflex can show up in the state before any command fails
                     state = self._recover(rlog, RobotReflexError(f"robot mode {state.mode}, errors {state.errors}", state.errors))
                 if pending is None or pending.done():

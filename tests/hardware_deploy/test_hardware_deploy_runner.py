@@ -200,3 +200,13 @@ def test_scripted_policy_drives_toward_the_cube_inside_the_box(robot):
     target = np.array(cube) + [0, 0, 0.1]
     assert np.linalg.norm(ep["eef_pos"][-1] - target) < 0.5 * np.linalg.norm(ep["eef_pos"][0] - target)
     assert np.all(ep["action"][:, 6] == -1.0)
+
+
+def test_end_effector_outside_the_box_stops_the_run():
+    box = SafetyConfig(workspace_min=[0.25, -0.35, 0.05], workspace_max=[0.75, 0.35, 0.2])  # the ready pose is ~0.48 m high
+    with SimServer(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), box) as r:
+        start = r.get_state().eef_pos
+        _, result = run(r, tiny(), max_steps=10)
+    assert start[2] > 0.25, start
+    assert result.stop_reason == "workspace" and "outside the workspace box" in result.message
+    assert result.episode is None
