@@ -149,9 +149,8 @@ class FrankyRobot(Robot):
                 self._gripper = Gripper(cfg.host)
                 self._gripper_worker = GripperWorker(cfg.motion_timeout_s)
         self._lost = False
-        # Waypoint velocities above the planner's limits, scaled by this motion's and the robot's
-        # global dynamics factors, make it fail with error -100 (invalid input).
-        scale = 0.9 * cfg.tracking.relative_dynamics_factor * float(self._robot.relative_dynamics_factor.velocity)
+        # Waypoint velocities above the planner's (scaled) limits make it fail with error -100.
+        scale = 0.9 * cfg.tracking.relative_dynamics_factor
         self._max_lin_vel = scale * float(self._robot.translation_velocity_limit.get())
         self._max_ang_vel = scale * float(self._robot.rotation_velocity_limit.get())
         state = self.get_state()

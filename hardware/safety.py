@@ -10,7 +10,6 @@ arm does not make targets pile up. Per step, in this order:
    keep the orientation within `max_tilt` rad of `nominal_quat` (gripper pointing down): random
    rotations otherwise walk the hand into poses the arm cannot reach (joint limits), where it
    leaves the box however well each target sits inside it;
-   keep the wrist within `max_reach` of the shoulder (parts of the box are out of reach);
 4. limit how far the target may lead the measured end effector (`max_lead`);
 5. workspace box: a target outside the box by more than `refuse_margin` is refused (logged, nothing
    sent); a target closer than that is clipped onto the box;
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
+from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, rotvec_from_quat
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,6 @@ class SafetyConfig:
     max_lead: float = 0.06  # m, target ahead of the measured end effector
     nominal_quat: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 0.0])  # wxyz, pointing down
     max_tilt: float = 1.0  # rad, largest rotation of a target away from nominal_quat
-    shoulder_pos: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.333])  # m, FR3/Panda joint 2
-    wrist_offset: float = 0.21  # m from the end effector back along its z axis to the wrist
-    max_reach: float = 0.72  # m, shoulder-to-wrist distance kept off the stretched-arm singularity
     gripper_debounce_steps: int = 2
     gripper_min_interval_s: float = 0.5
 
@@ -64,7 +60,7 @@ class SafetyConfig:
         q = np.asarray(self.nominal_quat, float)
         if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
             raise ValueError(f"nominal_quat must be a unit quaternion w-x-y-z, got {self.nominal_quat}")
-        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead", "max_tilt", "max_reach")
+        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead", "max_tilt")
         bad = [k for k in positive if not getattr(self, k) > 0]
         if bad or self.refuse_margin < 0 or self.gripper_debounce_steps < 1 or self.gripper_min_interval_s < 0:
             raise ValueError(f"safety limits must be positive (bad: {bad or 'margin/debounce'})")
@@ -79,7 +75,7 @@ class SentCommand:
     target when refused); gripper: "close", "open", or None when no gripper command is issued this
     step; sent: False when refused (nothing reached the robot), with `reason`;
     clamps: names of the limits that modified it ("action_range", "translation", "speed",
-    "rotation", "angular_speed", "tilt", "lead", "workspace", "reach"); gripper_debounced: a gripper change was held
+    "rotation", "angular_speed", "tilt", "lead", "workspace"); gripper_debounced: a gripper change was held
     back; t_host: time.monotonic() when filtered [s].
     """
 
@@ -115,7 +111,6 @@ class SafetyFilter:
         self._lo = np.asarray(config.workspace_min, dtype=np.float64)
         self._hi = np.asarray(config.workspace_max, dtype=np.float64)
         self._nominal = quat_normalize(config.nominal_quat)
-        self._shoulder = np.asarray(config.shoulder_pos, dtype=np.float64)
         self.ref_pos: np.ndarray | None = None
         self.ref_quat: np.ndarray | None = None
         self.gripper_closed: bool | None = None
@@ -209,7 +204,6 @@ class SafetyFilter:
             target = np.clip(target, self._lo, self._hi)
             clamps.append("workspace")
         quat = self._limit_tilt(quat_normalize(quat_mul(quat_from_rotvec(rotvec), self.ref_quat)), clamps)
-        target, quat = self._limit_reach(target, quat, clamps)
         grip_cmd, debounced = self._gripper(gripper, now)
 
         sent_delta = target - self.ref_pos
@@ -251,33 +245,6 @@ class SafetyFilter:
             return quat
         clamps.append("tilt")
         return quat_normalize(quat_mul(quat_from_rotvec(dev * (limit / angle)), self._nominal))
-
-    def reach(self, pos: np.ndarray, quat: np.ndarray) -> float:
-        """Distance [m] from the shoulder to the wrist of an end-effector pose (pos (3,), quat wxyz)."""
-        wrist = np.asarray(pos, dtype=np.float64) - quat_to_matrix(quat)[:, 2] * self.config.wrist_offset
-        return float(np.linalg.norm(wrist - self._shoulder))
-
-    def _limit_reach(self, target: np.ndarray, quat: np.ndarray, clamps: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Shorten the step so the wrist stays within `max_reach` of the shoulder.
-
-        Parts of the box are out of the arm's reach (e.g. far and low with the hand tilted); a
-        target there stretches the arm into its elbow singularity, where it stops tracking. A
-        reference already beyond the limit may only move back in (or hold).
-        """
-        limit = max(self.config.max_reach, self.reach(self.ref_pos, self.ref_quat))
-        if self.reach(target, quat) <= limit + 1e-9:
-            return target, quat
-        clamps.append("reach")
-        if self.reach(self.ref_pos, quat) > limit + 1e-9:
-            quat = self.ref_quat  # the rotation alone would stretch the arm: hold the orientation
-        lo, hi = 0.0, 1.0  # fraction of the step that stays within reach (bisection)
-        for _ in range(30):
-            mid = 0.5 * (lo + hi)
-            if self.reach(self.ref_pos + mid * (target - self.ref_pos), quat) <= limit:
-                lo = mid
-            else:
-                hi = mid
-        return self.ref_pos + lo * (target - self.ref_pos), quat
 
     def _gripper(self, value: float | None, now: float) -> tuple[str | None, bool]:
         """Debounced gripper command: ("close" | "open" | None, held back?)."""

@@ -176,7 +176,6 @@ def test_fault_backend_from_config(sim):
 def test_planner_failure_is_a_clear_robot_error_and_restarts_from_measured_pose(sim):
     robot = faulty(sim, {1: "planner"})
     try:
-        robot.move_home()  # earlier tests leave the arm far forward, where the reach limit acts
         robot.send_action(FORWARD)
         robot.send_action(FORWARD)  # accepted; its motion then fails in the planner
         with pytest.raises(RobotError, match=r"motion planner rejected the target \(Ruckig error -100: invalid input") as err:

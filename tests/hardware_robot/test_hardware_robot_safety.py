@@ -212,16 +212,3 @@ def test_bad_nominal_quat_or_tilt_rejected():
         SafetyConfig(nominal_quat=[0, 0, 0, 0])
     with pytest.raises(ValueError, match="max_tilt"):
         SafetyConfig(max_tilt=0.0)
-
-
-def test_wrist_kept_within_reach_of_the_shoulder():
-    # Far and low is inside the box but out of the arm's reach: the target stops at max_reach.
-    f = make_filter(max_reach=0.6, max_speed=1.0)
-    f.reset(np.array([0.5, 0.0, 0.2]), DOWN)
-    assert f.reach(f.ref_pos, DOWN) < 0.6
-    for _ in range(20):
-        cmd = f.filter_action(act(0.6, 0, -0.6), f.ref_pos)  # the arm keeps up
-    assert "reach" in cmd.clamps
-    assert f.reach(cmd.target_pos, cmd.target_quat) == pytest.approx(0.6, abs=1e-6)
-    back = f.filter_action(act(-0.6, 0, 0.6), cmd.target_pos)  # moving back in is not clamped
-    assert "reach" not in back.clamps and f.reach(back.target_pos, DOWN) < 0.6
