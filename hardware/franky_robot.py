@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ from franky import (
 )
 from franky import Robot as _FrankyRobot
 
-from hardware.gripper_worker import GripperTicket, GripperWorker
 from hardware.robot import Robot, RobotConfig, RobotConnectionError, RobotError, RobotReflexError, RobotState
 from hardware.safety import SafetyConfig, SentCommand
 from hardware.tracking import TargetTracker, TrackingConfig, TrackPlan
@@ -54,7 +52,6 @@ log = logging.getLogger(__name__)
 
 ERROR_NAMES = tuple(n for n in dir(Errors) if not n.startswith("_") and isinstance(getattr(Errors, n), property))
 FAULT_MODES = ("Reflex", "UserStopped", "Other")
-GRIPPER_CLOSE_TIMEOUT_S = 5.0  # close() waits this long for a running gripper command
 
 
 @dataclass
@@ -73,23 +70,6 @@ class FrankyConfig(RobotConfig):
             raise ValueError(f"realtime_config must be 'enforce' or 'ignore', got {self.realtime_config!r}")
         if len(self.home_joints) != 7:
             raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
-
-
-# Ruckig's result codes, as franky's MotionPlannerException reports them.
-PLANNER_ERRORS = {
-    -100: "invalid input: a waypoint or its velocity is beyond the scaled velocity/acceleration limits",
-    -101: "trajectory duration beyond numerical limits: the target cannot be reached from the current state",
-    -102: "positional limits exceeded",
-    -104: "zero limits",
-    -110: "execution time calculation failed: the arm is not following the commanded state",
-    -111: "synchronization calculation failed",
-}
-
-
-def _planner_code(message: str) -> int | None:
-    """The Ruckig code in franky's "Motion planner failed with error code -100", else None."""
-    m = re.search(r"[Mm]otion planner failed with error code (-?\d+)", message)
-    return int(m.group(1)) if m else None
 
 
 def error_names(errors: Errors) -> tuple[str, ...]:
@@ -124,7 +104,7 @@ class FrankyRobot(Robot):
         self.tracker = TargetTracker(config.tracking, 1.0 / config.control_hz, bounds=(lo, hi))
         self._robot: _FrankyRobot | None = None
         self._gripper: Gripper | None = None
-        self._gripper_worker: GripperWorker | None = None  # runs gripper commands one at a time, off this thread
+        self._gripper_future = None  # the in-flight gripper command's future, kept alive until the next one
         self._latched: tuple[str, ...] | None = None  # reflex names, set until recover()
         self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False
@@ -147,7 +127,6 @@ class FrankyRobot(Robot):
             self._robot.set_collision_behavior(cfg.torque_threshold, cfg.force_threshold)
             if cfg.use_gripper:
                 self._gripper = Gripper(cfg.host)
-                self._gripper_worker = GripperWorker(cfg.motion_timeout_s)
         self._lost = False
         # Waypoint velocities above the planner's (scaled) limits make it fail with error -100.
         scale = 0.9 * cfg.tracking.relative_dynamics_factor
@@ -167,13 +146,9 @@ class FrankyRobot(Robot):
         if self._robot is not None:
             with contextlib.suppress(ControlException, NetworkException, CommandException, InvalidOperationException, RuntimeError):
                 self._robot.join_motion(timeout=3.0)
-        if self._gripper_worker is not None:
-            # Dropping a gripper future whose grasp still runs crashed the process: wait (bounded)
-            # for it; one still running after that stays referenced by the worker thread.
-            self._gripper_worker.close(timeout_s=GRIPPER_CLOSE_TIMEOUT_S)
         self._robot = None
         self._gripper = None
-        self._gripper_worker = None
+        self._gripper_future = None
 
     @property
     def is_connected(self) -> bool:
@@ -273,34 +248,27 @@ class FrankyRobot(Robot):
     def open_gripper(self, wait: bool = True) -> None:
         gripper = self._require_gripper()
         cfg = self.config
-        ticket = self._gripper_worker.submit("open", lambda: gripper.move_async(cfg.gripper_open_width, cfg.gripper_speed))
+        with self._translate("open gripper"):
+            fut = gripper.move_async(cfg.gripper_open_width, cfg.gripper_speed)
+            self._gripper_future = fut
+            if wait and not fut.wait(timeout=cfg.motion_timeout_s):
+                raise RobotError(f"gripper did not open within {cfg.motion_timeout_s} s")
         self.safety.gripper_closed = False
-        if wait:
-            self._wait_gripper(ticket)
 
     def grasp(self, force: float | None = None, wait: bool = True) -> bool:
         gripper = self._require_gripper()
         cfg = self.config
         force = cfg.grasp_force if force is None else force
-        ticket = self._gripper_worker.submit(
-            "grasp",
-            lambda: gripper.grasp_async(0.0, cfg.gripper_speed, force, epsilon_inner=0.0, epsilon_outer=cfg.gripper_epsilon),
-        )
-        self.safety.gripper_closed = True
-        if not wait:
-            return False
-        self._wait_gripper(ticket)
-        # With a wide epsilon libfranka also reports success on an empty hand: check the width.
-        return ticket.ok and gripper.width > cfg.gripper_empty_width
-
-    def _wait_gripper(self, ticket: GripperTicket) -> None:
-        """Block (bounded) until `ticket` ended; raise RobotError if it failed or was dropped."""
-        timeout = self.config.motion_timeout_s + 1.0
-        if not ticket.wait(timeout):
-            raise RobotError(f"gripper {ticket.kind} did not finish within {timeout} s")
-        if ticket.error:
-            self._gripper_worker.acknowledge(ticket)
-            raise RobotError(ticket.error)
+        with self._translate("grasp"):
+            fut = gripper.grasp_async(0.0, cfg.gripper_speed, force, epsilon_inner=0.0, epsilon_outer=cfg.gripper_epsilon)
+            self._gripper_future = fut
+            self.safety.gripper_closed = True
+            if not wait:
+                return False
+            if not fut.wait(timeout=cfg.motion_timeout_s):
+                raise RobotError(f"grasp did not finish within {cfg.motion_timeout_s} s")
+            # With a wide epsilon libfranka also reports success on an empty hand: check the width.
+            return bool(fut.get()) and gripper.width > cfg.gripper_empty_width
 
     # ------------------------------------------------------------------ errors
     def recover(self) -> bool:
@@ -341,15 +309,8 @@ class FrankyRobot(Robot):
     def _check_ready(self) -> RobotState:
         """Raise if the last motion failed, a reflex is latched or the mode/errors say stop."""
         robot = self._require()
-        try:
-            with self._translate("motion check"):
-                self._poll_motion(robot)
-        except RobotError as e:
-            if not isinstance(e, RobotReflexError) and _planner_code(str(e.__cause__)) is not None:
-                self.clear_queue()  # the failed motion's targets are gone: restart from the measured pose
-            raise
-        if self._gripper_worker is not None and (failure := self._gripper_worker.pop_error()) is not None:
-            raise RobotError(failure)
+        with self._translate("motion check"):
+            self._poll_motion(robot)
         state = self.get_state()
         mode, errors = state.mode, state.errors
         if mode in FAULT_MODES or errors:
@@ -416,14 +377,8 @@ class FrankyRobot(Robot):
             raise RobotReflexError(f"{what}: robot stopped by reflex {list(names)}: {e}", names) from e
         except (CommandException, InvalidOperationException, GripperException) as e:
             raise RobotError(f"{what}: {type(e).__name__}: {e}") from e
-        except RuntimeError as e:  # franky's MotionPlannerException ("error code -100") arrives as RuntimeError
-            code = _planner_code(str(e))
-            if code is None:
-                raise RobotError(f"{what}: {e}") from e
-            raise RobotError(
-                f"{what}: the motion planner rejected the target (Ruckig error {code}: "
-                f"{PLANNER_ERRORS.get(code, 'unknown')}); the arm holds its last command, the next command starts from the measured pose"
-            ) from e
+        except RuntimeError as e:  # franky reports planner failures ("error code -100") this way
+            raise RobotError(f"{what}: {e}") from e
 
     def _require(self) -> _FrankyRobot:
         if self._robot is None:

@@ -7,9 +7,6 @@ arm does not make targets pile up. Per step, in this order:
 1. refuse non-finite or mis-shaped input (logged, nothing sent);
 2. clip the action to [-1, 1];
 3. limit translation and rotation per step (and per second: `max_speed`, `max_angular_speed`);
-   keep the orientation within `max_tilt` rad of `nominal_quat` (gripper pointing down): random
-   rotations otherwise walk the hand into poses the arm cannot reach (joint limits), where it
-   leaves the box however well each target sits inside it;
 4. limit how far the target may lead the measured end effector (`max_lead`);
 5. workspace box: a target outside the box by more than `refuse_margin` is refused (logged, nothing
    sent); a target closer than that is clipped onto the box;
@@ -48,8 +45,6 @@ class SafetyConfig:
     max_speed: float = 0.25  # m/s (with the control rate, a second per-step bound)
     max_angular_speed: float = 0.5  # rad/s
     max_lead: float = 0.06  # m, target ahead of the measured end effector
-    nominal_quat: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 0.0])  # wxyz, pointing down
-    max_tilt: float = 1.0  # rad, largest rotation of a target away from nominal_quat
     gripper_debounce_steps: int = 2
     gripper_min_interval_s: float = 0.5
 
@@ -57,10 +52,7 @@ class SafetyConfig:
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
             raise ValueError(f"workspace_min {self.workspace_min} must be 3 values below workspace_max {self.workspace_max}")
-        q = np.asarray(self.nominal_quat, float)
-        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
-            raise ValueError(f"nominal_quat must be a unit quaternion w-x-y-z, got {self.nominal_quat}")
-        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead", "max_tilt")
+        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead")
         bad = [k for k in positive if not getattr(self, k) > 0]
         if bad or self.refuse_margin < 0 or self.gripper_debounce_steps < 1 or self.gripper_min_interval_s < 0:
             raise ValueError(f"safety limits must be positive (bad: {bad or 'margin/debounce'})")
@@ -75,7 +67,7 @@ class SentCommand:
     target when refused); gripper: "close", "open", or None when no gripper command is issued this
     step; sent: False when refused (nothing reached the robot), with `reason`;
     clamps: names of the limits that modified it ("action_range", "translation", "speed",
-    "rotation", "angular_speed", "tilt", "lead", "workspace"); gripper_debounced: a gripper change was held
+    "rotation", "angular_speed", "lead", "workspace"); gripper_debounced: a gripper change was held
     back; t_host: time.monotonic() when filtered [s].
     """
 
@@ -110,7 +102,6 @@ class SafetyFilter:
         self.max_rotation = max_rotation
         self._lo = np.asarray(config.workspace_min, dtype=np.float64)
         self._hi = np.asarray(config.workspace_max, dtype=np.float64)
-        self._nominal = quat_normalize(config.nominal_quat)
         self.ref_pos: np.ndarray | None = None
         self.ref_quat: np.ndarray | None = None
         self.gripper_closed: bool | None = None
@@ -203,7 +194,7 @@ class SafetyFilter:
         if not self.in_workspace(target):
             target = np.clip(target, self._lo, self._hi)
             clamps.append("workspace")
-        quat = self._limit_tilt(quat_normalize(quat_mul(quat_from_rotvec(rotvec), self.ref_quat)), clamps)
+        quat = quat_normalize(quat_mul(quat_from_rotvec(rotvec), self.ref_quat))
         grip_cmd, debounced = self._gripper(gripper, now)
 
         sent_delta = target - self.ref_pos
@@ -227,24 +218,6 @@ class SafetyFilter:
             gripper_debounced=debounced,
             t_host=now,
         )
-
-    def tilt(self, quat: np.ndarray) -> float:
-        """Rotation [rad] of `quat` (wxyz) away from the nominal orientation."""
-        return float(np.linalg.norm(rotvec_from_quat(quat_mul(quat_normalize(quat), quat_conj(self._nominal)))))
-
-    def _limit_tilt(self, quat: np.ndarray, clamps: list[str]) -> np.ndarray:
-        """Pull `quat` back onto the ball of radius max_tilt around the nominal orientation.
-
-        A reference already further out (the arm was left tilted) may hold its tilt or reduce
-        it, so the clamp never jumps the target by more than the step limits allow.
-        """
-        limit = max(self.config.max_tilt, self.tilt(self.ref_quat))
-        dev = rotvec_from_quat(quat_mul(quat, quat_conj(self._nominal)))
-        angle = float(np.linalg.norm(dev))
-        if angle <= limit * (1 + 1e-9):
-            return quat
-        clamps.append("tilt")
-        return quat_normalize(quat_mul(quat_from_rotvec(dev * (limit / angle)), self._nominal))
 
     def _gripper(self, value: float | None, now: float) -> tuple[str | None, bool]:
         """Debounced gripper command: ("close" | "open" | None, held back?)."""

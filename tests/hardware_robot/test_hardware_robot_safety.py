@@ -185,30 +185,3 @@ def test_tracker_measures_the_period_on_the_controller_clock():
     np.testing.assert_allclose(reach.lin_vel, [0.01 / 0.15, 0, 0])
     reach, _ = tr.plan(HOME + [0.02, 0, 0], DOWN, t=9.0).waypoints  # a long gap is clipped to 2 periods
     assert reach.min_time_s == pytest.approx(0.2)
-
-
-def test_orientation_kept_within_max_tilt_of_nominal():
-    f = make_filter(max_tilt=0.5, max_angular_speed=2.0)
-    for _ in range(10):  # 0.2 rad per step about base x: 2 rad asked for
-        cmd = f.filter_action(act(0, 0, 0, rot=(0.8, 0, 0)), HOME)
-    assert "tilt" in cmd.clamps and f.counts["tilt"] >= 7
-    assert quat_angle(cmd.target_quat, DOWN) == pytest.approx(0.5, abs=1e-6)
-    back = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # turning back is not clamped
-    assert "tilt" not in back.clamps and quat_angle(back.target_quat, DOWN) == pytest.approx(0.4, abs=1e-6)
-
-
-def test_tilted_reference_is_not_yanked_back():
-    f = make_filter(max_tilt=0.3)
-    tilted = quat_mul(quat_from_rotvec([0.8, 0, 0]), DOWN)  # the arm was left tilted by 0.8 rad
-    f.reset(HOME, tilted)
-    cmd = f.filter_action(act(0, 0, 0, rot=(0.4, 0, 0)), HOME)  # further out: held at 0.8
-    assert quat_angle(cmd.target_quat, tilted) < 1e-6 and "tilt" in cmd.clamps
-    cmd = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # back in: one normal step
-    assert quat_angle(cmd.target_quat, tilted) == pytest.approx(0.05, abs=1e-6)  # 0.5 rad/s at 10 Hz
-
-
-def test_bad_nominal_quat_or_tilt_rejected():
-    with pytest.raises(ValueError, match="nominal_quat"):
-        SafetyConfig(nominal_quat=[0, 0, 0, 0])
-    with pytest.raises(ValueError, match="max_tilt"):
-        SafetyConfig(max_tilt=0.0)
