@@ -309,8 +309,15 @@ class FrankyRobot(Robot):
     def _check_ready(self) -> RobotState:
         """Raise if the last motion failed, a reflex is latched or the mode/errors say stop."""
         robot = self._require()
-        with self._translate("motion check"):
-            self._poll_motion(robot)
+        latched_before = self._latched is not None
+        try:
+            with self._translate("motion check"):
+                self._poll_motion(robot)
+        except RobotError:
+            if not latched_before:
+                raise
+            # Already latched: how the old motion ended (e.g. its preemption) is not news; the
+            # latched reflex is refused below.
         state = self.get_state()
         mode, errors = state.mode, state.errors
         if mode in FAULT_MODES or errors:
