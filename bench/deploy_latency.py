@@ -80,7 +80,7 @@ def main() -> None:
     keys = ["agentview_image", "wrist_image"][: args.cameras]
     shape_meta = shape_meta_for(keys, args.image_size)
     cls = TorchBurnPolicy if args.inference == "torch" else TinyTorchPolicy
-    policy = cls(TinyTorchConfig(min_latency_ms=args.inference_ms, rotation_scale=0.0, action_scale=0.2, fixed_gripper=-1.0), shape_meta)
+    policy = cls(TinyTorchConfig(min_latency_ms=args.inference_ms, action_scale=0.2, fixed_gripper=-1.0), shape_meta)
     steps = int(args.seconds * args.hz)
     stop = threading.Event()
     devices = [SoftwareRealSense(640, 480, 30, serial=f"SW{i:06d}") for i in range(args.cameras)]

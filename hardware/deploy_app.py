@@ -31,7 +31,7 @@ from toto_robot.spec import ShapeMeta
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("connection_lost", "reflex", "robot_error", "error", "interrupted", "policy_error", "workspace")
+FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace")
 
 
 @dataclass

@@ -13,6 +13,8 @@ motion command (`send_action` / `send_target` calls, from 0):
   latched reflex can: only the backend's own latch stops the next command;
 - "async_reflex": the move is accepted, and the running motion dies afterwards: the exception
   surfaces from `poll_motion` at the next command;
+- "planner": the move is accepted, and the planner fails afterwards (franky's
+  `Motion planner failed with error code -100`, a RuntimeError, from `poll_motion`);
 - "network": the move raises NetworkException (UDP timeout), as when the controller vanishes;
 - "recover_fails": the next `recover()` returns False (e.g. the user stop is still pressed).
 """
@@ -33,7 +35,8 @@ from hardware.safety import SafetyConfig
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("reflex", "silent_reflex", "async_reflex", "network", "recover_fails")
+FAULTS = ("reflex", "silent_reflex", "async_reflex", "planner", "network", "recover_fails")
+PLANNER_MESSAGE = "Motion planner failed with error code -100"
 REFLEX_MESSAGE = 'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
 
 
@@ -60,7 +63,7 @@ class FaultInjectingRobot(FrankyRobot):
         self.step = 0  # motion commands issued so far
         self.injected: list[tuple[int, str]] = []
         self._fake_mode: tuple[str, tuple[str, ...]] | None = None  # controller state after a fault
-        self._pending_async = False
+        self._pending_async: str | None = None  # "async_reflex" | "planner": raised at the next poll
         self._fail_recoveries = 0
 
     # Motion commands are counted here: one per send_action / send_target that passed the filter.
@@ -75,9 +78,9 @@ class FaultInjectingRobot(FrankyRobot):
         if fault == "recover_fails":
             self._fail_recoveries += 1
             super()._issue(robot, motion)
-        elif fault == "async_reflex":
+        elif fault in ("async_reflex", "planner"):
             super()._issue(robot, motion)
-            self._pending_async = True
+            self._pending_async = fault
         elif fault == "network":
             raise NetworkException("libfranka: UDP receive: Timeout")
         else:
@@ -86,9 +89,12 @@ class FaultInjectingRobot(FrankyRobot):
             raise ControlException(REFLEX_MESSAGE)
 
     def _poll_motion(self, robot: _FrankyRobot) -> None:
-        if self._pending_async:
-            self._pending_async = False
+        pending, self._pending_async = self._pending_async, None
+        if pending is not None:
             robot.stop()
+            self._drain(robot)
+            if pending == "planner":
+                raise RuntimeError(PLANNER_MESSAGE)
             self._fake_mode = ("Reflex", ("cartesian_reflex",))
             raise ControlException(REFLEX_MESSAGE)
         super()._poll_motion(robot)

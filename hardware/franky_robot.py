@@ -9,6 +9,8 @@
   no current error (the errors move to `last_motion_errors`), which must not read as "fine".
 - franky exceptions become `RobotReflexError` / `RobotConnectionError` / `RobotError`, with the
   franky exception as `__cause__`. Recovery is explicit and logged.
+- The hand runs in a child process (`hardware.gripper_process`): franky's gripper calls can block
+  while holding the GIL, which must never stall this process's control loop.
 
 franky names are imported explicitly: `from franky import *` would shadow the builtin Exception.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +35,6 @@ from franky import (
     ControlException,
     Duration,
     Errors,
-    Gripper,
     GripperException,
     InvalidOperationException,
     JointMotion,
@@ -44,7 +46,8 @@ from franky import (
 )
 from franky import Robot as _FrankyRobot
 
-from hardware.robot import Robot, RobotConfig, RobotConnectionError, RobotError, RobotReflexError, RobotState
+from hardware.gripper_process import GripperProcess, GripperTicket
+from hardware.robot import Robot, RobotConfig, RobotConnectionError, RobotError, RobotLimitError, RobotReflexError, RobotState
 from hardware.safety import SafetyConfig, SentCommand
 from hardware.tracking import TargetTracker, TrackingConfig, TrackPlan
 
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 
 ERROR_NAMES = tuple(n for n in dir(Errors) if not n.startswith("_") and isinstance(getattr(Errors, n), property))
 FAULT_MODES = ("Reflex", "UserStopped", "Other")
+GRIPPER_CLOSE_TIMEOUT_S = 5.0  # close() waits this long for a running gripper command
 
 
 @dataclass
@@ -63,6 +67,12 @@ class FrankyConfig(RobotConfig):
     torque_threshold: float = 20.0
     force_threshold: float = 30.0
     use_gripper: bool = True
+    # Joint limits [rad] (FR3; a Panda's are in conf/robot/franky_panda.yaml). A measured joint
+    # closer than joint_limit_margin to one stops the arm (RobotLimitError) before the controller must.
+    joint_lower: list[float] = field(default_factory=lambda: [-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159])
+    joint_upper: list[float] = field(default_factory=lambda: [2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159])
+    joint_limit_margin: float = 0.1
+    max_planner_retries: int = 2  # motion-planner failures in a row re-planned from the measured pose before raising
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -70,6 +80,32 @@ class FrankyConfig(RobotConfig):
             raise ValueError(f"realtime_config must be 'enforce' or 'ignore', got {self.realtime_config!r}")
         if len(self.home_joints) != 7:
             raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
+        lo, hi, home = (np.asarray(v, dtype=np.float64) for v in (self.joint_lower, self.joint_upper, self.home_joints))
+        if lo.shape != (7,) or hi.shape != (7,) or self.joint_limit_margin < 0:
+            raise ValueError("joint_lower / joint_upper need 7 values each and joint_limit_margin >= 0")
+        if not np.all((home > lo + self.joint_limit_margin) & (home < hi - self.joint_limit_margin)):
+            raise ValueError(f"home_joints {self.home_joints} are not inside the joint limits minus joint_limit_margin")
+
+
+# Ruckig's result codes, as franky's MotionPlannerException reports them.
+PLANNER_ERRORS = {
+    -100: "invalid input: a waypoint or its velocity is beyond the scaled velocity/acceleration limits",
+    -101: "trajectory duration beyond numerical limits: the target cannot be reached from the current state",
+    -102: "positional limits exceeded",
+    -104: "zero limits",
+    -110: "execution time calculation failed: the arm is not following the commanded state",
+    -111: "synchronization calculation failed",
+}
+
+
+# A state read on a dead link raises a plain RuntimeError("Net Exception"), not NetworkException.
+_NETWORK_FAILURE = re.compile(r"Net Exception|TCP (send|receive)|UDP receive|[Cc]onnection (reset|refused|closed)")
+
+
+def _planner_code(message: str) -> int | None:
+    """The Ruckig code in franky's "Motion planner failed with error code -100", else None."""
+    m = re.search(r"[Mm]otion planner failed with error code (-?\d+)", message)
+    return int(m.group(1)) if m else None
 
 
 def error_names(errors: Errors) -> tuple[str, ...]:
@@ -103,11 +139,11 @@ class FrankyRobot(Robot):
         hi = np.asarray(self.safety.config.workspace_max, dtype=np.float64)
         self.tracker = TargetTracker(config.tracking, 1.0 / config.control_hz, bounds=(lo, hi))
         self._robot: _FrankyRobot | None = None
-        self._gripper: Gripper | None = None
-        self._gripper_future = None  # the in-flight gripper command's future, kept alive until the next one
+        self._gripper: GripperProcess | None = None  # the hand, served by a child process
         self._latched: tuple[str, ...] | None = None  # reflex names, set until recover()
         self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False
+        self._planner_streak = 0  # motion-planner failures in a row
         self.events: dict[str, int] = {"reflexes": 0, "recoveries": 0, "failed_recoveries": 0, "planner_busy": 0}
         self.reflex_counts: dict[str, int] = {}
 
@@ -126,10 +162,11 @@ class FrankyRobot(Robot):
                 raise RobotConnectionError(f"cannot connect to the robot at {cfg.host}: {e}") from e
             self._robot.set_collision_behavior(cfg.torque_threshold, cfg.force_threshold)
             if cfg.use_gripper:
-                self._gripper = Gripper(cfg.host)
+                self._gripper = GripperProcess(cfg.host, timeout_s=cfg.motion_timeout_s).start()
         self._lost = False
-        # Waypoint velocities above the planner's (scaled) limits make it fail with error -100.
-        scale = 0.9 * cfg.tracking.relative_dynamics_factor
+        # Waypoint velocities above the planner's limits, scaled by this motion's and the robot's
+        # global dynamics factors, make it fail with error -100 (invalid input).
+        scale = 0.9 * cfg.tracking.relative_dynamics_factor * float(self._robot.relative_dynamics_factor.velocity)
         self._max_lin_vel = scale * float(self._robot.translation_velocity_limit.get())
         self._max_ang_vel = scale * float(self._robot.rotation_velocity_limit.get())
         state = self.get_state()
@@ -146,9 +183,11 @@ class FrankyRobot(Robot):
         if self._robot is not None:
             with contextlib.suppress(ControlException, NetworkException, CommandException, InvalidOperationException, RuntimeError):
                 self._robot.join_motion(timeout=3.0)
+        if self._gripper is not None:
+            # A grasp in flight may finish (bounded); then the child is stopped, killed if need be.
+            self._gripper.close(timeout_s=GRIPPER_CLOSE_TIMEOUT_S)
         self._robot = None
         self._gripper = None
-        self._gripper_future = None
 
     @property
     def is_connected(self) -> bool:
@@ -181,13 +220,13 @@ class FrankyRobot(Robot):
 
     # ------------------------------------------------------------------ motion
     def send_action(self, action: np.ndarray) -> SentCommand:
-        state = self._check_ready()
+        state = self._check_joint_limits(self._check_ready())
         cmd = self.safety.filter_action(action, state.eef_pos)
         self._execute(cmd, state.t_device)
         return cmd
 
     def send_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float | None = None) -> SentCommand:
-        state = self._check_ready()
+        state = self._check_joint_limits(self._check_ready())
         cmd = self.safety.filter_target(pos, quat, gripper, state.eef_pos)
         self._execute(cmd, state.t_device)
         return cmd
@@ -246,29 +285,33 @@ class FrankyRobot(Robot):
 
     # ------------------------------------------------------------------ gripper
     def open_gripper(self, wait: bool = True) -> None:
-        gripper = self._require_gripper()
         cfg = self.config
-        with self._translate("open gripper"):
-            fut = gripper.move_async(cfg.gripper_open_width, cfg.gripper_speed)
-            self._gripper_future = fut
-            if wait and not fut.wait(timeout=cfg.motion_timeout_s):
-                raise RobotError(f"gripper did not open within {cfg.motion_timeout_s} s")
+        ticket = self._require_gripper().submit("open", width=cfg.gripper_open_width, speed=cfg.gripper_speed)
         self.safety.gripper_closed = False
+        if wait:
+            self._wait_gripper(ticket)
 
     def grasp(self, force: float | None = None, wait: bool = True) -> bool:
-        gripper = self._require_gripper()
         cfg = self.config
-        force = cfg.grasp_force if force is None else force
-        with self._translate("grasp"):
-            fut = gripper.grasp_async(0.0, cfg.gripper_speed, force, epsilon_inner=0.0, epsilon_outer=cfg.gripper_epsilon)
-            self._gripper_future = fut
-            self.safety.gripper_closed = True
-            if not wait:
-                return False
-            if not fut.wait(timeout=cfg.motion_timeout_s):
-                raise RobotError(f"grasp did not finish within {cfg.motion_timeout_s} s")
-            # With a wide epsilon libfranka also reports success on an empty hand: check the width.
-            return bool(fut.get()) and gripper.width > cfg.gripper_empty_width
+        ticket = self._require_gripper().submit(
+            "grasp", width=0.0, speed=cfg.gripper_speed, force=cfg.grasp_force if force is None else force,
+            epsilon_inner=0.0, epsilon_outer=cfg.gripper_epsilon,
+        )
+        self.safety.gripper_closed = True
+        if not wait:
+            return False
+        self._wait_gripper(ticket)
+        # With a wide epsilon libfranka also reports success on an empty hand: check the width.
+        return ticket.ok and ticket.width > cfg.gripper_empty_width
+
+    def _wait_gripper(self, ticket: GripperTicket) -> None:
+        """Block (bounded) until `ticket` ended; raise RobotError if it failed or was dropped."""
+        timeout = self.config.motion_timeout_s + 1.0
+        if not ticket.wait(timeout):
+            raise RobotError(f"gripper {ticket.kind} did not finish within {timeout} s")
+        if ticket.error:
+            self._gripper.acknowledge(ticket)
+            raise RobotError(ticket.error)
 
     # ------------------------------------------------------------------ errors
     def recover(self) -> bool:
@@ -291,7 +334,7 @@ class FrankyRobot(Robot):
 
     def stop(self) -> None:
         robot = self._require()
-        with contextlib.suppress(ControlException, CommandException, InvalidOperationException):
+        with self._translate("stop"), contextlib.suppress(ControlException, CommandException, InvalidOperationException):
             robot.stop()
         self._drain(robot)
         self.clear_queue()
@@ -313,11 +356,27 @@ class FrankyRobot(Robot):
         try:
             with self._translate("motion check"):
                 self._poll_motion(robot)
-        except RobotError:
-            if not latched_before:
+        except RobotError as e:
+            planner = not isinstance(e, RobotReflexError) and _planner_code(str(e.__cause__)) is not None
+            if planner:
+                # The failed motion's targets are gone: restart from the measured pose. Ruckig
+                # fails now and then on a near-zero move (-111); an isolated failure costs one
+                # step, a run of them is a real problem.
+                self.clear_queue()
+                self.events["planner_errors"] = self.events.get("planner_errors", 0) + 1
+                self._planner_streak += 1
+                if self._planner_streak <= self.config.max_planner_retries and not latched_before:
+                    log.warning("%s (%d in a row, tolerated up to %d)", e, self._planner_streak, self.config.max_planner_retries)
+                elif not latched_before:
+                    raise
+            elif not latched_before:
                 raise
             # Already latched: how the old motion ended (e.g. its preemption) is not news; the
             # latched reflex is refused below.
+        else:
+            self._planner_streak = 0
+        if self._gripper is not None and (failure := self._gripper.pop_error()) is not None:
+            raise RobotError(failure)
         state = self.get_state()
         mode, errors = state.mode, state.errors
         if mode in FAULT_MODES or errors:
@@ -328,6 +387,28 @@ class FrankyRobot(Robot):
                 self._latched,
             )
         return state
+
+    def _check_joint_limits(self, state: RobotState) -> RobotState:
+        """Stop the arm and raise RobotLimitError if a measured joint is within the margin of a limit.
+
+        Cartesian limits (box, tilt, yaw, reach) keep the hand where the arm can go, but a
+        redundant arm's wrist can still wind up; the real controller would stop it with a reflex,
+        franky-sim would let the hand wander off. Stopping here is the same on both.
+        """
+        cfg = self.config
+        q = state.joint_pos
+        lo, hi = np.asarray(cfg.joint_lower), np.asarray(cfg.joint_upper)
+        near = np.flatnonzero((q < lo + cfg.joint_limit_margin) | (q > hi - cfg.joint_limit_margin))
+        if near.size == 0:
+            return state
+        self.events["joint_limit_stops"] = self.events.get("joint_limit_stops", 0) + 1
+        self.stop()
+        j = int(near[0])
+        limit = lo[j] if q[j] < lo[j] + cfg.joint_limit_margin else hi[j]
+        raise RobotLimitError(
+            f"joint {j + 1} at {q[j]:.3f} rad is within {cfg.joint_limit_margin} rad of its limit {limit:.4f}: "
+            f"arm stopped; move home to continue (joints {np.round(q, 2).tolist()})"
+        )
 
     @staticmethod
     def _drain(robot: _FrankyRobot) -> None:
@@ -384,8 +465,17 @@ class FrankyRobot(Robot):
             raise RobotReflexError(f"{what}: robot stopped by reflex {list(names)}: {e}", names) from e
         except (CommandException, InvalidOperationException, GripperException) as e:
             raise RobotError(f"{what}: {type(e).__name__}: {e}") from e
-        except RuntimeError as e:  # franky reports planner failures ("error code -100") this way
-            raise RobotError(f"{what}: {e}") from e
+        except RuntimeError as e:  # franky's MotionPlannerException ("error code -100") arrives as RuntimeError
+            code = _planner_code(str(e))
+            if code is None and _NETWORK_FAILURE.search(str(e)):  # libfranka's bare "Net Exception"
+                self._lost = True
+                raise RobotConnectionError(f"{what}: connection to the robot lost: {e}") from e
+            if code is None:
+                raise RobotError(f"{what}: {e}") from e
+            raise RobotError(
+                f"{what}: the motion planner rejected the target (Ruckig error {code}: "
+                f"{PLANNER_ERRORS.get(code, 'unknown')}); the arm holds its last command, the next command starts from the measured pose"
+            ) from e
 
     def _require(self) -> _FrankyRobot:
         if self._robot is None:
@@ -394,7 +484,7 @@ class FrankyRobot(Robot):
             raise RobotConnectionError("connection to the robot was lost; reconnect")
         return self._robot
 
-    def _require_gripper(self) -> Gripper:
+    def _require_gripper(self) -> GripperProcess:
         self._require()
         if self._gripper is None:
             raise RobotError("this robot has no gripper (use_gripper=false)")

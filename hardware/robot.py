@@ -41,6 +41,10 @@ class RobotReflexError(RobotError):
         self.reflexes = reflexes
 
 
+class RobotLimitError(RobotError):
+    """The arm is at a joint limit: it was stopped, and only `move_home` moves it again."""
+
+
 class RobotConnectionError(RobotError):
     """The connection to the robot controller is lost or could not be made."""
 

@@ -34,7 +34,7 @@ import numpy as np
 from hardware.camera import Camera, CameraFrame, StaleFrameError
 from hardware.observation import build_observation, check_sources
 from hardware.recording import DRY_RUN, REFUSED, SENT, UNLABELLED, EpisodeBuffer, scalar
-from hardware.robot import Robot, RobotConnectionError, RobotError, RobotReflexError, RobotState
+from hardware.robot import Robot, RobotConnectionError, RobotError, RobotLimitError, RobotReflexError, RobotState
 from hardware.rollout_log import RolloutLog, write_json
 from hardware.safety import SentCommand
 from toto_robot.episode_store import EpisodeStore
@@ -193,6 +193,8 @@ class DeployRunner:
             reason, message = "connection_lost", f"robot connection lost: {e}"
         except KeyboardInterrupt:
             reason, message = "interrupted", "Ctrl-C"
+        except RobotLimitError as e:
+            reason, message = "joint_limit", str(e)
         except RobotError as e:
             reason, message = "robot_error", f"{type(e).__name__}: {e}"
         except Exception as e:  # anything unforeseen still ends in a safe stop with the rollout kept

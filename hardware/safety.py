@@ -7,6 +7,10 @@ arm does not make targets pile up. Per step, in this order:
 1. refuse non-finite or mis-shaped input (logged, nothing sent);
 2. clip the action to [-1, 1];
 3. limit translation and rotation per step (and per second: `max_speed`, `max_angular_speed`);
+   keep the gripper axis within `max_tilt` of pointing down and its yaw within `max_yaw` of the
+   arm's azimuth: random rotations otherwise walk the wrist joints into their limits, where the
+   hand stops following and leaves the box however well each target sits inside it;
+   keep the wrist between `min_reach` and `max_reach` from the shoulder (parts of the box are out of reach);
 4. limit how far the target may lead the measured end effector (`max_lead`);
 5. workspace box: a target outside the box by more than `refuse_margin` is refused (logged, nothing
    sent); a target closer than that is clipped onto the box;
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, rotvec_from_quat
+from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,13 @@ class SafetyConfig:
     max_speed: float = 0.25  # m/s (with the control rate, a second per-step bound)
     max_angular_speed: float = 0.5  # rad/s
     max_lead: float = 0.06  # m, target ahead of the measured end effector
+    nominal_quat: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 0.0])  # wxyz, pointing down
+    max_tilt: float = 0.5  # rad, gripper axis away from nominal_quat's (pointing down)
+    max_yaw: float = 1.0  # rad, rotation about the vertical relative to the arm's azimuth
+    shoulder_pos: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.333])  # m, FR3/Panda joint 2
+    wrist_offset: float = 0.21  # m from the end effector back along its z axis to the wrist
+    max_reach: float = 0.72  # m, shoulder-to-wrist distance kept off the stretched-arm singularity
+    min_reach: float = 0.35  # m, and off the folded elbow's joint limit
     gripper_debounce_steps: int = 2
     gripper_min_interval_s: float = 0.5
 
@@ -52,8 +63,11 @@ class SafetyConfig:
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
             raise ValueError(f"workspace_min {self.workspace_min} must be 3 values below workspace_max {self.workspace_max}")
-        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead")
-        bad = [k for k in positive if not getattr(self, k) > 0]
+        q = np.asarray(self.nominal_quat, float)
+        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            raise ValueError(f"nominal_quat must be a unit quaternion w-x-y-z, got {self.nominal_quat}")
+        positive = ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_lead", "max_tilt", "max_yaw", "max_reach")
+        bad = [k for k in positive if not getattr(self, k) > 0] + (["min_reach"] if not 0 <= self.min_reach < self.max_reach else [])
         if bad or self.refuse_margin < 0 or self.gripper_debounce_steps < 1 or self.gripper_min_interval_s < 0:
             raise ValueError(f"safety limits must be positive (bad: {bad or 'margin/debounce'})")
 
@@ -67,7 +81,7 @@ class SentCommand:
     target when refused); gripper: "close", "open", or None when no gripper command is issued this
     step; sent: False when refused (nothing reached the robot), with `reason`;
     clamps: names of the limits that modified it ("action_range", "translation", "speed",
-    "rotation", "angular_speed", "lead", "workspace"); gripper_debounced: a gripper change was held
+    "rotation", "angular_speed", "tilt", "yaw", "lead", "workspace", "reach"); gripper_debounced: a gripper change was held
     back; t_host: time.monotonic() when filtered [s].
     """
 
@@ -102,6 +116,8 @@ class SafetyFilter:
         self.max_rotation = max_rotation
         self._lo = np.asarray(config.workspace_min, dtype=np.float64)
         self._hi = np.asarray(config.workspace_max, dtype=np.float64)
+        self._nominal = quat_normalize(config.nominal_quat)
+        self._shoulder = np.asarray(config.shoulder_pos, dtype=np.float64)
         self.ref_pos: np.ndarray | None = None
         self.ref_quat: np.ndarray | None = None
         self.gripper_closed: bool | None = None
@@ -194,7 +210,8 @@ class SafetyFilter:
         if not self.in_workspace(target):
             target = np.clip(target, self._lo, self._hi)
             clamps.append("workspace")
-        quat = quat_normalize(quat_mul(quat_from_rotvec(rotvec), self.ref_quat))
+        quat = self._limit_orientation(target, quat_normalize(quat_mul(quat_from_rotvec(rotvec), self.ref_quat)), clamps)
+        target, quat = self._limit_reach(target, quat, clamps)
         grip_cmd, debounced = self._gripper(gripper, now)
 
         sent_delta = target - self.ref_pos
@@ -218,6 +235,75 @@ class SafetyFilter:
             gripper_debounced=debounced,
             t_host=now,
         )
+
+    def orientation(self, pos: np.ndarray, quat: np.ndarray) -> tuple[float, float]:
+        """(tilt, yaw) [rad] of an end-effector pose (pos (3,), quat wxyz), see `_limit_orientation`."""
+        swing, twist = _swing_twist_z(quat_mul(quat_normalize(quat), quat_conj(self._nominal)))
+        return _angle(swing), _wrap(_angle_about_z(twist) - _azimuth(pos))
+
+    def tilt(self, quat: np.ndarray) -> float:
+        """Angle [rad] between the gripper axis and its nominal (pointing-down) direction."""
+        return self.orientation(np.ones(3), quat)[0]
+
+    def _limit_orientation(self, pos: np.ndarray, quat: np.ndarray, clamps: list[str]) -> np.ndarray:
+        """Keep the gripper axis within `max_tilt` of pointing down and its yaw within `max_yaw` of
+        the arm's azimuth at `pos`.
+
+        The rotation away from `nominal_quat` is split into a twist about the vertical (yaw) and a
+        swing about a horizontal axis (tilt). Yaw is measured relative to the azimuth of the target
+        (the angle joint 1 turns to reach it): joint 7 counter-rotates by exactly that relative yaw,
+        and tilt is taken up by joints 5-6, so these two bounds keep the wrist joints off their
+        limits wherever the hand is in the box. A reference already further out (the arm was left
+        there) may hold or reduce its tilt/yaw, so the clamp never jumps the target.
+        """
+        ref_tilt, ref_yaw = self.orientation(self.ref_pos, self.ref_quat)
+        swing, twist = _swing_twist_z(quat_mul(quat, quat_conj(self._nominal)))
+        tilt, az = _angle(swing), _azimuth(pos)
+        yaw = _wrap(_angle_about_z(twist) - az)
+        max_tilt = max(self.config.max_tilt, ref_tilt)
+        max_yaw = max(self.config.max_yaw, abs(ref_yaw))
+        if tilt <= max_tilt * (1 + 1e-9) and abs(yaw) <= max_yaw * (1 + 1e-9):
+            return quat
+        if tilt > max_tilt * (1 + 1e-9):
+            swing = quat_from_rotvec(rotvec_from_quat(swing) * (max_tilt / tilt))
+            clamps.append("tilt")
+        if abs(yaw) > max_yaw * (1 + 1e-9):
+            yaw = float(np.clip(yaw, -max_yaw, max_yaw))
+            clamps.append("yaw")
+        twist = quat_from_rotvec(np.array([0.0, 0.0, az + yaw]))
+        return quat_normalize(quat_mul(quat_mul(swing, twist), self._nominal))
+
+    def reach(self, pos: np.ndarray, quat: np.ndarray) -> float:
+        """Distance [m] from the shoulder to the wrist of an end-effector pose (pos (3,), quat wxyz)."""
+        wrist = np.asarray(pos, dtype=np.float64) - quat_to_matrix(quat)[:, 2] * self.config.wrist_offset
+        return float(np.linalg.norm(wrist - self._shoulder))
+
+    def _limit_reach(self, target: np.ndarray, quat: np.ndarray, clamps: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Shorten the step so the wrist stays between `min_reach` and `max_reach` from the shoulder.
+
+        Parts of the box are out of the arm's reach: far and low with the hand tilted stretches
+        the arm into its elbow singularity, where it stops tracking; near and low folds the elbow
+        (joint 4) onto its limit. A reference already outside the band may only move back in (or hold).
+        """
+        ref = self.reach(self.ref_pos, self.ref_quat)
+        near, far = min(self.config.min_reach, ref), max(self.config.max_reach, ref)
+
+        def ok(pos: np.ndarray, q: np.ndarray) -> bool:
+            return near - 1e-9 <= self.reach(pos, q) <= far + 1e-9
+
+        if ok(target, quat):
+            return target, quat
+        clamps.append("reach")
+        if not ok(self.ref_pos, quat):
+            quat = self.ref_quat  # the rotation alone would stretch or fold the arm: hold the orientation
+        lo, hi = 0.0, 1.0  # fraction of the step that stays within reach (bisection)
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            if ok(self.ref_pos + mid * (target - self.ref_pos), quat):
+                lo = mid
+            else:
+                hi = mid
+        return self.ref_pos + lo * (target - self.ref_pos), quat
 
     def _gripper(self, value: float | None, now: float) -> tuple[str | None, bool]:
         """Debounced gripper command: ("close" | "open" | None, held back?)."""
@@ -273,3 +359,29 @@ def _limit(v: np.ndarray, step_max: float, rate_max: float, step_name: str, rate
         return v
     clamps.append(step_name if step_max <= rate_max else rate_name)
     return v * (bound / n)
+
+
+def _swing_twist_z(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q (wxyz) = swing * twist, twist about the base z axis, swing about a horizontal axis."""
+    w, z = q[0], q[3]
+    n = float(np.hypot(w, z))
+    twist = np.array([1.0, 0.0, 0.0, 0.0]) if n < 1e-9 else np.array([w / n, 0.0, 0.0, z / n])
+    return quat_mul(q, quat_conj(twist)), twist
+
+
+def _angle(q: np.ndarray) -> float:
+    """Rotation angle [rad] of a unit quaternion, in [0, pi]."""
+    return float(2.0 * np.arccos(min(1.0, abs(float(q[0])))))
+
+
+def _angle_about_z(twist: np.ndarray) -> float:
+    return float(2.0 * np.arctan2(twist[3], twist[0]))
+
+
+def _azimuth(pos: np.ndarray) -> float:
+    """Angle [rad] of a position about the base z axis (0 straight ahead along +x)."""
+    return float(np.arctan2(pos[1], pos[0]))
+
+
+def _wrap(a: float) -> float:
+    return float((a + np.pi) % (2.0 * np.pi) - np.pi)

@@ -9,7 +9,7 @@ import pytest
 from hardware.faults import FaultInjectingRobot
 from hardware.franky_robot import FrankyConfig
 from hardware.franky_sim_server import SimServer
-from hardware.robot import RobotConnectionError, RobotReflexError
+from hardware.robot import RobotConnectionError, RobotError, RobotReflexError
 
 franky = pytest.importorskip("franky")
 FORWARD = np.array([0.2, 0, 0, 0, 0, 0, -1], dtype=np.float32)
@@ -151,5 +151,31 @@ def test_fault_backend_from_config(sim):
         robot.send_action(FORWARD)
         with pytest.raises(RobotReflexError):
             robot.send_action(FORWARD)
+    finally:
+        robot.close()
+
+
+def test_planner_failures_are_replanned_then_a_clear_robot_error(sim, caplog):
+    # Motions 1-3 are accepted and then fail in the planner. The first two failures are re-planned
+    # from the measured pose (max_planner_retries=2, logged and counted); the third in a row raises.
+    robot = faulty(sim, {1: "planner", 2: "planner", 3: "planner"})
+    try:
+        robot.move_home()  # earlier tests leave the arm far forward, where the reach limit acts
+        robot.send_action(FORWARD)
+        robot.send_action(FORWARD)  # motion 1: fails in the planner afterwards
+        p = robot.get_state().eef_pos
+        cmd = robot.send_action(FORWARD)  # sees failure 1: re-planned from the measured pose
+        np.testing.assert_allclose(cmd.target_pos, p + [0.01, 0, 0], atol=2e-3)
+        robot.send_action(FORWARD)  # sees failure 2: re-planned
+        assert robot.events["planner_errors"] == 2 and "tolerated up to 2" in caplog.text
+        with pytest.raises(RobotError, match=r"motion planner rejected the target \(Ruckig error -100: invalid input") as err:
+            robot.send_action(FORWARD)  # failure 3 in a row
+        assert not isinstance(err.value, RobotReflexError) and robot.latched_reflex is None
+        assert isinstance(err.value.__cause__, RuntimeError)
+        p = robot.get_state().eef_pos
+        cmd = robot.send_action(FORWARD)  # no recover() needed; the reference was re-anchored
+        np.testing.assert_allclose(cmd.target_pos, p + [0.01, 0, 0], atol=2e-3)
+        robot.send_action(FORWARD)  # a success resets the streak
+        assert robot._planner_streak == 0
     finally:
         robot.close()

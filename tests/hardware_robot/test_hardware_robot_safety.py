@@ -185,3 +185,81 @@ def test_tracker_measures_the_period_on_the_controller_clock():
     np.testing.assert_allclose(reach.lin_vel, [0.01 / 0.15, 0, 0])
     reach, _ = tr.plan(HOME + [0.02, 0, 0], DOWN, t=9.0).waypoints  # a long gap is clipped to 2 periods
     assert reach.min_time_s == pytest.approx(0.2)
+
+
+def test_orientation_kept_within_max_tilt_of_nominal():
+    f = make_filter(max_tilt=0.5, max_angular_speed=2.0)
+    for _ in range(10):  # 0.2 rad per step about base x: 2 rad asked for
+        cmd = f.filter_action(act(0, 0, 0, rot=(0.8, 0, 0)), HOME)
+    assert "tilt" in cmd.clamps and f.counts["tilt"] >= 7
+    assert quat_angle(cmd.target_quat, DOWN) == pytest.approx(0.5, abs=1e-6)
+    back = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # turning back is not clamped
+    assert "tilt" not in back.clamps and quat_angle(back.target_quat, DOWN) == pytest.approx(0.4, abs=1e-6)
+
+
+def test_tilted_reference_is_not_yanked_back():
+    f = make_filter(max_tilt=0.3)
+    tilted = quat_mul(quat_from_rotvec([0.8, 0, 0]), DOWN)  # the arm was left tilted by 0.8 rad
+    f.reset(HOME, tilted)
+    cmd = f.filter_action(act(0, 0, 0, rot=(0.4, 0, 0)), HOME)  # further out: held at 0.8
+    assert quat_angle(cmd.target_quat, tilted) < 1e-6 and "tilt" in cmd.clamps
+    cmd = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # back in: one normal step
+    assert quat_angle(cmd.target_quat, tilted) == pytest.approx(0.05, abs=1e-6)  # 0.5 rad/s at 10 Hz
+
+
+def test_bad_nominal_quat_or_tilt_rejected():
+    with pytest.raises(ValueError, match="nominal_quat"):
+        SafetyConfig(nominal_quat=[0, 0, 0, 0])
+    with pytest.raises(ValueError, match="max_tilt"):
+        SafetyConfig(max_tilt=0.0)
+
+
+def test_wrist_kept_within_reach_of_the_shoulder():
+    # Far and low is inside the box but out of the arm's reach: the target stops at max_reach.
+    f = make_filter(max_reach=0.6, max_speed=1.0)
+    f.reset(np.array([0.5, 0.0, 0.2]), DOWN)
+    assert f.reach(f.ref_pos, DOWN) < 0.6
+    for _ in range(20):
+        cmd = f.filter_action(act(0.6, 0, -0.6), f.ref_pos)  # the arm keeps up
+    assert "reach" in cmd.clamps
+    assert f.reach(cmd.target_pos, cmd.target_quat) == pytest.approx(0.6, abs=1e-6)
+    back = f.filter_action(act(-0.6, 0, 0.6), cmd.target_pos)  # moving back in is not clamped
+    assert "reach" not in back.clamps and f.reach(back.target_pos, DOWN) < 0.6
+
+
+def test_yaw_kept_within_max_yaw_of_the_arm_azimuth():
+    # Yaw (about the vertical) is a twist, not a tilt: it has its own bound, relative to the
+    # direction the arm points in (joint 7 counter-rotates by exactly that relative yaw).
+    f = make_filter(max_yaw=0.6, max_angular_speed=2.0)
+    for _ in range(10):  # 0.2 rad per step about base z: 2 rad asked for
+        cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 0.8)), HOME)
+    assert "yaw" in cmd.clamps and "tilt" not in cmd.clamps
+    tilt, yaw = f.orientation(cmd.target_pos, cmd.target_quat)
+    assert tilt == pytest.approx(0.0, abs=1e-6) and abs(yaw) == pytest.approx(0.6, abs=1e-6)
+    # Off to the side the arm's azimuth turns with it: the same absolute yaw is a smaller relative one.
+    side = np.array([0.45, 0.3, 0.4])
+    az = np.arctan2(side[1], side[0])
+    g = make_filter(max_yaw=0.6)
+    g.reset(side, quat_mul(quat_from_rotvec([0, 0, az]), DOWN))
+    assert g.orientation(side, g.ref_quat) == pytest.approx((0.0, 0.0), abs=1e-6)
+
+
+def test_tilt_and_yaw_limits_together_keep_the_unclamped_part():
+    f = make_filter(max_tilt=0.3, max_yaw=0.5, max_angular_speed=20.0, max_step_rotation=2.0)
+    q = quat_mul(quat_from_rotvec([0, 0, 0.4]), quat_mul(quat_from_rotvec([0.9, 0, 0]), DOWN))  # tilt 0.9, yaw 0.4
+    cmd = f.filter_target(HOME, q, None, HOME)
+    assert "tilt" in cmd.clamps and "yaw" not in cmd.clamps
+    tilt, yaw = f.orientation(HOME, cmd.target_quat)
+    assert tilt == pytest.approx(0.3, abs=1e-6) and yaw == pytest.approx(0.4, abs=1e-6)
+
+
+def test_wrist_kept_off_the_folded_elbow():
+    # Near the base and low folds the elbow onto its joint limit: the target stops at min_reach.
+    f = make_filter(min_reach=0.35, max_speed=1.0)
+    f.reset(np.array([0.45, 0.0, 0.2]), DOWN)
+    for _ in range(20):
+        cmd = f.filter_action(act(-0.6, 0, -0.3), f.ref_pos)
+    assert "reach" in cmd.clamps
+    assert f.reach(cmd.target_pos, cmd.target_quat) == pytest.approx(0.35, abs=1e-6)
+    with pytest.raises(ValueError, match="min_reach"):
+        SafetyConfig(min_reach=0.8)
