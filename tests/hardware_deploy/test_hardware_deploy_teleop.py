@@ -27,9 +27,9 @@ def test_keyboard_teleop_episode_is_recorded_like_sim_demos(tmp_path):
     fifo = str(tmp_path / "keys")
     os.mkfifo(fifo)
     # The FIFO opens once the session is up (sim, robot, cameras, store); then the episode starts.
-    # Drive +x for ~1 s, end the episode, keep it. (No gripper key: destroying franky's Gripper
-    # with a grasp in flight crashes the process at close; reported to the robot backend.)
-    script = [(1.0, "")] + [(0.1, "w")] * 10 + [(0.6, "\n"), (0.3, "y")]
+    # Drive +x for ~1 s, close the gripper (space), end the episode while the grasp may still
+    # run (the session then closes the robot with it in flight), keep it.
+    script = [(1.0, "")] + [(0.1, "w")] * 10 + [(0.1, " "), (0.5, "\n"), (0.3, "y")]
     typist = threading.Thread(target=_type_keys, args=(fifo, script), daemon=True)
     typist.start()
     store_path = tmp_path / "teleop.zarr"
@@ -53,4 +53,5 @@ def test_keyboard_teleop_episode_is_recorded_like_sim_demos(tmp_path):
     assert ep["agentview_image"].shape[1:] == (32, 32, 3)
     assert ep["eef_pos"][-1, 0] - ep["eef_pos"][0, 0] > 0.03  # 'w' drove the arm along +x
     assert np.abs(ep["eef_pos"][-1, 1:] - ep["eef_pos"][0, 1:]).max() < 0.01
-    assert np.all(ep["action"][:, 6] == -1.0)  # gripper open throughout
+    grip = ep["action"][:, 6]
+    assert grip[0] == -1.0 and grip[-1] == 1.0 and set(np.unique(grip)) == {-1.0, 1.0}  # opened, then closed

@@ -176,6 +176,17 @@ def test_conf_groups_build_a_robot_and_reject_typos():
         build_robot(OmegaConf.merge(robot_cfg, {"backend": "kuka"}))
 
 
+def test_panda_config_has_the_panda_joint_limits():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR / "robot"), version_base="1.3"):
+        cfg = compose("franky_panda")
+    robot = build_robot(cfg)
+    assert robot.config.joint_upper[6] == pytest.approx(2.8973) and robot.config.host == "172.16.0.2"
+    with pytest.raises(ValueError, match="home_joints"):
+        build_robot(OmegaConf.merge(cfg, {"home_joints": [0, 0, 0, 0, 0, 0, 0]}))  # joint 4 must be < -0.07
+
+
 def test_tracker_measures_the_period_on_the_controller_clock():
     tr = TargetTracker(TrackingConfig(velocity_filter=1.0), period_s=0.1)
     tr.reset(HOME, DOWN)
