@@ -144,7 +144,7 @@ class FrankyRobot(Robot):
         self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False
         self._planner_streak = 0  # motion-planner failures in a row
-        self.events: dict[str, int] = {"reflexes": 0, "recoveries": 0, "failed_recoveries": 0, "planner_busy": 0}
+        self.events.update(reflexes=0, recoveries=0, failed_recoveries=0, planner_busy=0, planner_errors=0, joint_limit_stops=0)
         self.reflex_counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ connection
@@ -363,7 +363,7 @@ class FrankyRobot(Robot):
                 # fails now and then on a near-zero move (-111); an isolated failure costs one
                 # step, a run of them is a real problem.
                 self.clear_queue()
-                self.events["planner_errors"] = self.events.get("planner_errors", 0) + 1
+                self.events["planner_errors"] += 1
                 self._planner_streak += 1
                 if self._planner_streak <= self.config.max_planner_retries and not latched_before:
                     log.warning("%s (%d in a row, tolerated up to %d)", e, self._planner_streak, self.config.max_planner_retries)
@@ -401,7 +401,7 @@ class FrankyRobot(Robot):
         near = np.flatnonzero((q < lo + cfg.joint_limit_margin) | (q > hi - cfg.joint_limit_margin))
         if near.size == 0:
             return state
-        self.events["joint_limit_stops"] = self.events.get("joint_limit_stops", 0) + 1
+        self.events["joint_limit_stops"] += 1
         self.stop()
         j = int(near[0])
         limit = lo[j] if q[j] < lo[j] + cfg.joint_limit_margin else hi[j]

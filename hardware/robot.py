@@ -121,6 +121,7 @@ class Robot(abc.ABC):
 
     def __init__(self, config: RobotConfig, safety: SafetyConfig | None = None) -> None:
         self.config = config
+        self.events: dict[str, int] = {}  # backend incidents by name (e.g. planner_errors), for rollout logs
         self.safety = SafetyFilter(safety or SafetyConfig(), config.control_hz, config.max_translation, config.max_rotation)
 
     # ------------------------------------------------------------------ connection

@@ -1,4 +1,5 @@
-"""Per-rollout log: stage latencies, loop jitter, frame age, reflexes, recoveries, safety clamps.
+"""Per-rollout log: stage latencies, loop jitter, frame age, reflexes, recoveries, safety clamps,
+backend incidents (planner re-plans, joint-limit stops).
 
 One `RolloutLog` per episode. The runner adds one sample per stage per control step; `summary()`
 gives p50/p99 per stage and the counters as a plain dict (printed, and written as JSON next to
@@ -49,6 +50,7 @@ class RolloutLog:
     steps: int = 0
     commands_sent: int = 0
     safety_counts: dict[str, int] = field(default_factory=dict)
+    robot_events: dict[str, int] = field(default_factory=dict)  # backend incidents this rollout (planner re-plans...)
     events: list[str] = field(default_factory=list)
     stop_reason: str = ""
     duration_s: float = 0.0
@@ -81,6 +83,7 @@ class RolloutLog:
             "missed_cycles": self.missed_cycles,
             "reflexes": dict(self.reflexes),
             "recoveries": self.recoveries,
+            "robot_events": dict(self.robot_events),
             "safety": {**self.safety_counts, "clamp_rate": self.safety_counts.get("clamped", 0) / steps},
             "latency_ms": {s: percentiles(self.samples[s]) for s in STAGES if s in self.samples},
             "loop_jitter_ms": jitter,
@@ -102,6 +105,8 @@ class RolloutLog:
             f"safety: refused {safety.get('refused', 0)}, clamped {safety.get('clamped', 0)} "
             f"(rate {safety['clamp_rate']:.1%}); reflexes {s['reflexes'] or 'none'}, recoveries {s['recoveries']}"
         )
+        if s["robot_events"]:
+            lines.append(f"robot: {s['robot_events']}")
         lines.append(f"stop: {s['stop_reason']}")
         return "\n".join(lines)
 

@@ -140,6 +140,7 @@ class DeployRunner:
         steps = max_steps or cfg.max_steps
         self.policy.reset()
         self.robot.safety.reset_counts()
+        events_before = dict(self.robot.events)
         if cfg.home_at_start and not cfg.dry_run:
             self.robot.move_home()
         self.robot.clear_queue()
@@ -207,6 +208,7 @@ class DeployRunner:
             self._go_home_after_interrupt(rlog)
         rlog.stop_reason = reason
         rlog.safety_counts = dict(self.robot.safety.counts)
+        rlog.robot_events = {k: n - events_before.get(k, 0) for k, n in self.robot.events.items() if n != events_before.get(k, 0)}
         if message:
             rlog.event(f"stop: {reason}: {message}")
             log.warning("rollout stopped (%s): %s", reason, message)

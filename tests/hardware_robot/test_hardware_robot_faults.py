@@ -47,7 +47,7 @@ def test_reflex_raised_latched_and_recovered_with_log(sim, caplog):
         p = robot.get_state().eef_pos
         cmd = robot.send_action(FORWARD)  # resumes from the measured pose, not a stale target
         np.testing.assert_allclose(cmd.target_pos, p + [0.01, 0, 0], atol=1e-9)
-        assert robot.events == {"reflexes": 1, "recoveries": 1, "failed_recoveries": 0, "planner_busy": 0}
+        assert {k: n for k, n in robot.events.items() if n} == {"reflexes": 1, "recoveries": 1}
         assert robot.reflex_counts == {"cartesian_reflex": 1}
     finally:
         robot.close()
