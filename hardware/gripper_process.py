@@ -28,11 +28,13 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from hardware.robot import RobotConnectionError
@@ -100,8 +102,11 @@ class GripperProcess:
     def start(self) -> GripperProcess:
         cmd = [sys.executable, "-m", "hardware.gripper_process", "--host", self.host,
                "--timeout", str(self.timeout_s), "--period", str(self.state_period_s)]
+        # The child imports this package wherever the caller runs from (installed or not).
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, bufsize=1)
+                                      text=True, bufsize=1, env=env)
         self._readers = [
             threading.Thread(target=self._read_stdout, args=(self._proc.stdout,), name="gripper-reader", daemon=True),
             threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), name="gripper-stderr", daemon=True),
@@ -348,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="longest a gripper command may run [s]")
     p.add_argument("--period", type=float, default=0.05, help="width report period [s]")
     args = p.parse_args(argv)
+    # Ctrl-C in the terminal reaches the whole process group: the parent handles it (stop, home,
+    # which opens the gripper) and ends this process through `close`, or by closing stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbox: queue.Queue = queue.Queue()
 
     def read_stdin() -> None:

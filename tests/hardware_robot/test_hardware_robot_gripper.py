@@ -51,6 +51,15 @@ def test_commands_run_one_at_a_time_newest_wins(gripper):
     assert not gripper.busy
 
 
+def test_ctrl_c_in_the_terminal_leaves_the_gripper_to_the_parent(gripper):
+    # SIGINT reaches the whole process group; the parent's Ctrl-C handling homes the arm and opens
+    # the gripper afterwards, so the child must still be serving.
+    os.kill(gripper.pid, signal.SIGINT)
+    time.sleep(0.3)
+    t = gripper.submit("open", **OPEN)
+    assert t.wait(5.0) and not t.error
+
+
 def test_no_gripper_server_is_a_clear_connection_error():
     host = free_loopback_host(first=100, last=127)  # nothing listens there
     t = time.monotonic()
