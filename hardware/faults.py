@@ -4,7 +4,8 @@ franky-sim enforces no safety and never raises reflexes, so `FaultInjectingRobot
 `FrankyRobot` talking to a real (simulated) controller, except that at chosen command steps it
 raises the exception franky itself raises (`ControlException`, `NetworkException`) and makes the
 controller look the way a real one does after that fault. Faults, keyed by the index of the
-motion command (`send_action` / `send_target` calls, from 0):
+motion issued (from 0; one per `send_action` / `send_target`, except a call that only repeats a
+target the arm already holds, which issues none):
 
 - "reflex": the move raises ControlException naming `cartesian_reflex`, the arm is stopped, and
   the state reads mode "Reflex" with that error until `recover()` (the controller's automatic
@@ -66,7 +67,7 @@ class FaultInjectingRobot(FrankyRobot):
         self._pending_async: str | None = None  # "async_reflex" | "planner": raised at the next poll
         self._fail_recoveries = 0
 
-    # Motion commands are counted here: one per send_action / send_target that passed the filter.
+    # Motions are counted here, as they are issued.
     def _issue(self, robot: _FrankyRobot, motion: object) -> None:
         step, self.step = self.step, self.step + 1
         fault = self.faults.get(step)

@@ -48,6 +48,7 @@ from franky import Robot as _FrankyRobot
 
 from hardware.gripper_process import GripperProcess, GripperTicket
 from hardware.robot import Robot, RobotConfig, RobotConnectionError, RobotError, RobotLimitError, RobotReflexError, RobotState
+from hardware.rotations import quat_angle
 from hardware.safety import SafetyConfig, SentCommand
 from hardware.tracking import TargetTracker, TrackingConfig, TrackPlan
 
@@ -144,6 +145,7 @@ class FrankyRobot(Robot):
         self._max_lin_vel = self._max_ang_vel = 0.0  # m/s, rad/s; read from the robot at connect
         self._lost = False
         self._planner_streak = 0  # motion-planner failures in a row
+        self._last_plan: TrackPlan | None = None  # the last plan sent as a motion (until the queue is cleared)
         self.events.update(reflexes=0, recoveries=0, failed_recoveries=0, planner_busy=0, planner_errors=0, joint_limit_stops=0)
         self.reflex_counts: dict[str, int] = {}
 
@@ -250,13 +252,31 @@ class FrankyRobot(Robot):
     def _execute(self, cmd: SentCommand, t_device: float | None) -> None:
         if not cmd.sent:
             return
-        self._move(self._to_motion(self.tracker.plan(cmd.target_pos, cmd.target_quat, t_device)))
+        plan = self.tracker.plan(cmd.target_pos, cmd.target_quat, t_device)
+        if not self._holds_like_last(plan):
+            self._move(self._to_motion(plan))
+            self._last_plan = plan
         if self._gripper is None:  # use_gripper=false: the action's gripper part is ignored
             return
         if cmd.gripper == "close":
             self.grasp(wait=False)
         elif cmd.gripper == "open":
             self.open_gripper(wait=False)
+
+    def _holds_like_last(self, plan: TrackPlan) -> bool:
+        """`plan` holds the arm still where the last issued plan already holds it.
+
+        Re-issuing it gives the planner a zero-length move, which Ruckig now and then fails
+        (-111, synchronization); the running motion already does the job.
+        """
+        last = self._last_plan
+        if last is None or len(last.waypoints) != len(plan.waypoints):
+            return False
+        for w, v in zip(plan.waypoints, last.waypoints):
+            moving = max(np.abs(w.lin_vel).max(), np.abs(w.ang_vel).max(), np.abs(v.lin_vel).max(), np.abs(v.ang_vel).max())
+            if moving > 1e-3 or np.abs(w.pos - v.pos).max() > 1e-6 or quat_angle(w.quat, v.quat) > 1e-6:
+                return False
+        return True
 
     def _to_motion(self, plan: TrackPlan) -> CartesianWaypointMotion:
         waypoints = []
@@ -343,6 +363,7 @@ class FrankyRobot(Robot):
         state = self.get_state()
         self.safety.reset(state.eef_pos, state.eef_quat, gripper_closed=self.safety.gripper_closed)
         self.tracker.reset(state.eef_pos, state.eef_quat)
+        self._last_plan = None
 
     @property
     def latched_reflex(self) -> tuple[str, ...] | None:
@@ -412,9 +433,9 @@ class FrankyRobot(Robot):
 
     @staticmethod
     def _drain(robot: _FrankyRobot) -> None:
-        """Wait for a stopped motion to end and drop the exception it leaves (its preemption or the
-        reflex already latched), so that it does not surface at the next command."""
-        with contextlib.suppress(ControlException, CommandException, InvalidOperationException):
+        """Wait for a stopped motion to end and drop the exception it leaves (its preemption, the
+        reflex already latched, a planner failure), so that it does not surface at the next command."""
+        with contextlib.suppress(ControlException, CommandException, InvalidOperationException, RuntimeError):
             robot.join_motion(timeout=2.0)
 
     def _poll_motion(self, robot: _FrankyRobot) -> None:

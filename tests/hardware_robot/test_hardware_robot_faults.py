@@ -24,6 +24,7 @@ def sim():
 def faulty(sim, faults) -> FaultInjectingRobot:
     robot = FaultInjectingRobot(FrankyConfig(host=sim.host, realtime_config="ignore", use_gripper=False), faults=faults)
     robot.connect()
+    robot.move_home()  # from home FORWARD moves the arm every step (at the box face it would hold, issuing nothing)
     return robot
 
 
@@ -160,7 +161,6 @@ def test_planner_failures_are_replanned_then_a_clear_robot_error(sim, caplog):
     # from the measured pose (max_planner_retries=2, logged and counted); the third in a row raises.
     robot = faulty(sim, {1: "planner", 2: "planner", 3: "planner"})
     try:
-        robot.move_home()  # earlier tests leave the arm far forward, where the reach limit acts
         robot.send_action(FORWARD)
         robot.send_action(FORWARD)  # motion 1: fails in the planner afterwards
         p = robot.get_state().eef_pos
