@@ -378,22 +378,21 @@ class FrankyRobot(Robot):
             with self._translate("motion check"):
                 self._poll_motion(robot)
         except RobotError as e:
-            planner = not isinstance(e, RobotReflexError) and _planner_code(str(e.__cause__)) is not None
-            if planner:
+            tolerated = False
+            if not isinstance(e, RobotReflexError) and _planner_code(str(e.__cause__)) is not None:
                 # The failed motion's targets are gone: restart from the measured pose. Ruckig
                 # fails now and then on a near-zero move (-111); an isolated failure costs one
                 # step, a run of them is a real problem.
                 self.clear_queue()
                 self.events["planner_errors"] += 1
                 self._planner_streak += 1
-                if self._planner_streak <= self.config.max_planner_retries and not latched_before:
-                    log.warning("%s (%d in a row, tolerated up to %d)", e, self._planner_streak, self.config.max_planner_retries)
-                elif not latched_before:
-                    raise
-            elif not latched_before:
-                raise
+                tolerated = self._planner_streak <= self.config.max_planner_retries
             # Already latched: how the old motion ended (e.g. its preemption) is not news; the
             # latched reflex is refused below.
+            if not latched_before:
+                if not tolerated:
+                    raise
+                log.warning("%s (%d in a row, tolerated up to %d)", e, self._planner_streak, self.config.max_planner_retries)
         else:
             self._planner_streak = 0
         if self._gripper is not None and (failure := self._gripper.pop_error()) is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
+from hardware.rotations import quat_angle, quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,14 @@ class SafetyFilter:
 
     def orientation(self, pos: np.ndarray, quat: np.ndarray) -> tuple[float, float]:
         """(tilt, yaw) [rad] of an end-effector pose (pos (3,), quat wxyz), see `_limit_orientation`."""
-        swing, twist = _swing_twist_z(quat_mul(quat_normalize(quat), quat_conj(self._nominal)))
-        return _angle(swing), _wrap(_angle_about_z(twist) - _azimuth(pos))
+        _, tilt, yaw = self._swing_tilt_yaw(pos, quat)
+        return tilt, yaw
 
-    def tilt(self, quat: np.ndarray) -> float:
-        """Angle [rad] between the gripper axis and its nominal (pointing-down) direction."""
-        return self.orientation(np.ones(3), quat)[0]
+    def _swing_tilt_yaw(self, pos: np.ndarray, quat: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The swing part of `quat`'s rotation away from nominal, its angle (tilt) and the twist
+        about the vertical relative to the azimuth of `pos` (yaw)."""
+        swing, twist = _swing_twist_z(quat_mul(quat_normalize(quat), quat_conj(self._nominal)))
+        return swing, quat_angle(swing, _IDENTITY), _wrap(_angle_about_z(twist) - _azimuth(pos))
 
     def _limit_orientation(self, pos: np.ndarray, quat: np.ndarray, clamps: list[str]) -> np.ndarray:
         """Keep the gripper axis within `max_tilt` of pointing down and its yaw within `max_yaw` of
@@ -257,9 +259,7 @@ class SafetyFilter:
         there) may hold or reduce its tilt/yaw, so the clamp never jumps the target.
         """
         ref_tilt, ref_yaw = self.orientation(self.ref_pos, self.ref_quat)
-        swing, twist = _swing_twist_z(quat_mul(quat, quat_conj(self._nominal)))
-        tilt, az = _angle(swing), _azimuth(pos)
-        yaw = _wrap(_angle_about_z(twist) - az)
+        swing, tilt, yaw = self._swing_tilt_yaw(pos, quat)
         max_tilt = max(self.config.max_tilt, ref_tilt)
         max_yaw = max(self.config.max_yaw, abs(ref_yaw))
         if tilt <= max_tilt * (1 + 1e-9) and abs(yaw) <= max_yaw * (1 + 1e-9):
@@ -270,7 +270,7 @@ class SafetyFilter:
         if abs(yaw) > max_yaw * (1 + 1e-9):
             yaw = float(np.clip(yaw, -max_yaw, max_yaw))
             clamps.append("yaw")
-        twist = quat_from_rotvec(np.array([0.0, 0.0, az + yaw]))
+        twist = quat_from_rotvec(np.array([0.0, 0.0, _azimuth(pos) + yaw]))
         return quat_normalize(quat_mul(quat_mul(swing, twist), self._nominal))
 
     def reach(self, pos: np.ndarray, quat: np.ndarray) -> float:
@@ -361,17 +361,15 @@ def _limit(v: np.ndarray, step_max: float, rate_max: float, step_name: str, rate
     return v * (bound / n)
 
 
+_IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
+
+
 def _swing_twist_z(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """q (wxyz) = swing * twist, twist about the base z axis, swing about a horizontal axis."""
     w, z = q[0], q[3]
     n = float(np.hypot(w, z))
-    twist = np.array([1.0, 0.0, 0.0, 0.0]) if n < 1e-9 else np.array([w / n, 0.0, 0.0, z / n])
+    twist = _IDENTITY if n < 1e-9 else np.array([w / n, 0.0, 0.0, z / n])
     return quat_mul(q, quat_conj(twist)), twist
-
-
-def _angle(q: np.ndarray) -> float:
-    """Rotation angle [rad] of a unit quaternion, in [0, pi]."""
-    return float(2.0 * np.arccos(min(1.0, abs(float(q[0])))))
 
 
 def _angle_about_z(twist: np.ndarray) -> float:
