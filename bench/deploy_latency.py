@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hardware.franky_robot import FrankyConfig, FrankyRobot  # noqa: E402
 from hardware.franky_sim_server import SimServerProcess  # noqa: E402
-from hardware.observation import shape_meta_for  # noqa: E402
+from toto_robot.spec import franka_shape_meta  # noqa: E402
 from hardware.realsense import RealSenseConfig  # noqa: E402
 from hardware.realsense_software import SoftwareRealSense  # noqa: E402
 from hardware.runner import DeployRunner, RunnerConfig  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     keys = ["agentview_image", "wrist_image"][: args.cameras]
-    shape_meta = shape_meta_for(keys, args.image_size)
+    shape_meta = franka_shape_meta(keys, args.image_size)
     cls = TorchBurnPolicy if args.inference == "torch" else TinyTorchPolicy
     policy = cls(TinyTorchConfig(min_latency_ms=args.inference_ms, action_scale=0.2, fixed_gripper=-1.0), shape_meta)
     steps = int(args.seconds * args.hz)

@@ -29,7 +29,9 @@ from toto_robot.spec import ArraySpec
 MOTIONS = ("expert", "random", "mixed")
 SEED_KEY = "episode_seed"  # per-step extra array: the env seed of the episode (provenance, resume)
 # Per-step extra arrays next to the observations: provenance and privileged state for probes.
-EXTRAS = {SEED_KEY: ArraySpec((1,), "int64", "meta"), "cube_pos": ArraySpec((3,), "float32", "low_dim")}
+# cube_quat (w-x-y-z) carries the cube's yaw for the oracle policy and the encoder probes.
+EXTRAS = {SEED_KEY: ArraySpec((1,), "int64", "meta"), "cube_pos": ArraySpec((3,), "float32", "low_dim"),
+          "cube_quat": ArraySpec((4,), "float32", "low_dim")}
 
 
 @dataclass
@@ -95,14 +97,16 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
     obs, _ = env.reset(seed=seed)
     policy.reset(seed=seed)
     keys = list(env.shape_meta.obs)
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos"]}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos", "cube_quat"]}
     done = success = False
     while not done:
         action = policy.select_action(obs)
         for k in keys:
             rows[k].append(obs[k])
         rows["action"].append(action)
-        rows["cube_pos"].append(env.cube_pose()[0].astype(np.float32))
+        cube_pos, cube_quat, _ = env.cube_pose()
+        rows["cube_pos"].append(cube_pos.astype(np.float32))
+        rows["cube_quat"].append(cube_quat.astype(np.float32))
         obs, _, terminated, truncated, info = env.step(action)
         done, success = terminated or truncated, success or bool(info["is_success"])
     episode = {k: np.stack(v) for k, v in rows.items()}

@@ -25,22 +25,15 @@ from envs.gl import select_gl_backend
 from envs.randomization import Nominal, apply_params, sample_params
 from envs.scene import ARM_JOINTS, CAMERAS, FINGER_JOINTS, TABLE_TEXTURES, build_model
 from toto_robot.config import as_dataclass, to_dict
-from toto_robot.spec import ArraySpec, ShapeMeta, check_finite_action
+from toto_robot.spec import ShapeMeta, check_finite_action, franka_shape_meta
 
 GRIPPER_OPEN, GRIPPER_CLOSED = 255.0, 0.0  # hand actuator ctrl range (0 = closed)
 DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])  # TCP pointing down (hand z along world -z)
 
 
 def cube_pick_shape_meta(cameras: list[str], render_size: int) -> ShapeMeta:
-    """The observation/action spec of cube_pick (same keys as the real robot)."""
-    obs = {f"{cam}_image": ArraySpec((render_size, render_size, 3), "uint8", "rgb") for cam in cameras}
-    obs.update(
-        eef_pos=ArraySpec((3,), "float32"),
-        eef_quat=ArraySpec((4,), "float32"),
-        gripper_width=ArraySpec((1,), "float32"),
-        joint_pos=ArraySpec((7,), "float32"),
-    )
-    return ShapeMeta(obs=obs, action=ArraySpec((7,), "float32", "action"))
+    """The observation/action spec of cube_pick: the Franka rig's (`franka_shape_meta`) with these cameras."""
+    return franka_shape_meta([f"{cam}_image" for cam in cameras], render_size)
 
 
 class CubePickEnv(gym.Env):

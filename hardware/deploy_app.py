@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hardware import build_robot
 from hardware.camera import Camera, build_cameras
-from hardware.observation import shape_meta_for
+from toto_robot.spec import franka_shape_meta
 from hardware.recording import FAILURE, SUCCESS, UNLABELLED, open_rollout_store
 from hardware.robot import Robot
 from hardware.runner import DeployRunner, RolloutResult, RunnerConfig
@@ -66,7 +66,7 @@ class Session:
     sim: Any = None
 
     def shape_meta(self) -> ShapeMeta:
-        return shape_meta_for(list(self.cameras), self.settings.image_size)
+        return franka_shape_meta(list(self.cameras), self.settings.image_size)
 
     def open_store(self, shape_meta: ShapeMeta, source: str, extra_attrs: dict[str, Any] | None = None) -> EpisodeStore | None:
         if not self.record.store:

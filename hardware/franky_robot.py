@@ -48,7 +48,7 @@ from franky import Robot as _FrankyRobot
 
 from hardware.gripper_process import GripperProcess, GripperTicket
 from hardware.robot import Robot, RobotConfig, RobotConnectionError, RobotError, RobotLimitError, RobotReflexError, RobotState
-from hardware.rotations import quat_angle
+from toto_robot.rotations import quat_angle
 from hardware.safety import SafetyConfig, SentCommand
 from hardware.tracking import TargetTracker, TrackingConfig, TrackPlan
 

@@ -13,17 +13,9 @@ import numpy as np
 from hardware.camera import CameraFrame
 from hardware.robot import RobotState
 from toto_robot.preprocess import prepare_image
-from toto_robot.spec import ArraySpec, ShapeMeta, SpecError
+from toto_robot.spec import ShapeMeta, SpecError
 
 STATE_KEYS = ("eef_pos", "eef_quat", "gripper_width", "joint_pos")  # what RobotState.as_obs gives
-
-
-def shape_meta_for(camera_keys: list[str], image_size: int) -> ShapeMeta:
-    """The shared observation/action spec for a rig: one rgb key per camera + the robot state keys."""
-    obs = {k: ArraySpec((image_size, image_size, 3), "uint8", "rgb") for k in camera_keys}
-    obs.update(eef_pos=ArraySpec((3,), "float32"), eef_quat=ArraySpec((4,), "float32"),
-               gripper_width=ArraySpec((1,), "float32"), joint_pos=ArraySpec((7,), "float32"))
-    return ShapeMeta(obs=obs, action=ArraySpec((7,), "float32", "action"))
 
 
 def check_sources(shape_meta: ShapeMeta, camera_keys: list[str]) -> None:

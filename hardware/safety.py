@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardware.rotations import quat_angle, quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
+from toto_robot.rotations import quat_angle, quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
 
 log = logging.getLogger(__name__)
 

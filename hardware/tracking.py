@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, rotvec_from_quat
+from toto_robot.rotations import quat_conj, quat_from_rotvec, quat_mul, quat_normalize, rotvec_from_quat
 
 MODES = ("smooth", "naive")
 

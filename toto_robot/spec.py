@@ -99,6 +99,23 @@ class ShapeMeta:
         )
 
 
+EEF_QUAT_REFERENCE = (0.0, 1.0, 0.0, 0.0)  # w-x-y-z: gripper pointing down, the Franka's home orientation
+
+
+def franka_shape_meta(image_keys: list[str], image_size: int) -> ShapeMeta:
+    """The observation/action spec of a Franka + hand rig, in sim and on the robot.
+
+    One `<camera>_image` rgb key per camera (image_size^2 x 3 uint8) and the robot state:
+    eef_pos (3) [m], eef_quat (4) w-x-y-z with the sign of `EEF_QUAT_REFERENCE`'s hemisphere
+    (continuous; see `toto_robot.rotations.quat_canonical`), gripper_width (1) [m], joint_pos (7)
+    [rad]; action (7) float32 in [-1, 1] (`toto_robot.action`).
+    """
+    obs = {k: ArraySpec((image_size, image_size, 3), "uint8", "rgb") for k in image_keys}
+    obs.update(eef_pos=ArraySpec((3,), "float32"), eef_quat=ArraySpec((4,), "float32"),
+               gripper_width=ArraySpec((1,), "float32"), joint_pos=ArraySpec((7,), "float32"))
+    return ShapeMeta(obs=obs, action=ArraySpec((7,), "float32", "action"))
+
+
 def check_finite_action(action: Any, dim: int) -> np.ndarray:
     """float64 copy of a `dim`-vector action; SpecError on wrong size, NaN or inf."""
     arr = np.asarray(action, dtype=np.float64)

@@ -9,14 +9,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from hardware.deploy_app import replay_episode
-from hardware.observation import shape_meta_for
+from toto_robot.spec import franka_shape_meta
 from hardware.replay import compare_actions
 from hardware.simple_policies import TinyTorchConfig, TinyTorchPolicy
 from toto_robot.config import CONF_DIR
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.spec import SpecError
 
-SM = shape_meta_for(["agentview_image"], 32)
+SM = franka_shape_meta(["agentview_image"], 32)
 
 
 def _store(tmp_path, policy: TinyTorchPolicy, steps: int = 12) -> str:
@@ -51,7 +51,7 @@ def test_offline_replay_reproduces_its_own_actions_and_flags_another_policy(tmp_
 
 def test_offline_replay_rejects_a_mismatched_store(tmp_path):
     store = EpisodeStore.open(_store(tmp_path, TinyTorchPolicy(TinyTorchConfig(width=16), SM)))
-    wrong = TinyTorchPolicy(TinyTorchConfig(width=16), shape_meta_for(["agentview_image"], 64))
+    wrong = TinyTorchPolicy(TinyTorchConfig(width=16), franka_shape_meta(["agentview_image"], 64))
     with pytest.raises(SpecError, match="agentview_image.*expects"):
         compare_actions(wrong, store.get_episode(0), progress=False)
 

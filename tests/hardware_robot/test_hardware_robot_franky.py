@@ -11,7 +11,7 @@ import pytest
 from hardware.franky_robot import FrankyConfig, FrankyRobot
 from hardware.franky_sim_server import SimServer
 from hardware.robot import RobotConnectionError
-from hardware.rotations import quat_angle, quat_from_rotvec, quat_mul
+from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul
 from hardware.safety import SafetyConfig
 
 pytest.importorskip("franky")

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hardware import build_robot
-from hardware.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
+from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
 from hardware.safety import SafetyConfig, SafetyFilter
 from hardware.tracking import TargetTracker, TrackingConfig
 from toto_robot.config import CONF_DIR

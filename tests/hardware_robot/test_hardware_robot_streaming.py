@@ -12,7 +12,7 @@ import pytest
 
 from hardware.franky_robot import FrankyConfig, FrankyRobot
 from hardware.franky_sim_server import SimServer
-from hardware.rotations import quat_angle
+from toto_robot.rotations import quat_angle
 from hardware.safety import SafetyConfig
 
 pytest.importorskip("franky")

@@ -1,4 +1,4 @@
-"""Quaternion helpers (w-x-y-z, the project's order) for the safety filter and tracker.
+"""Quaternion helpers (w-x-y-z, the project's order) shared by the action convention, the env and the robot.
 
 Small and numpy-only so the safety filter runs and is tested without franky or scipy.
 """
@@ -70,3 +70,18 @@ def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
     """Rotation angle [rad] between two orientations."""
     d = abs(float(np.dot(quat_normalize(a), quat_normalize(b))))
     return 2.0 * float(np.arccos(min(1.0, d)))
+
+
+def quat_canonical(q: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Unit quaternion of `q` with the sign that puts it in `reference`'s hemisphere (dot >= 0).
+
+    q and -q are one orientation. Fixing w >= 0 flips the sign wherever w crosses 0 (the Franka's
+    pointing-down home has w = 0); choosing the sign relative to a fixed reference orientation is
+    continuous for every orientation within 180 degrees of it, which is all a policy observes.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"not a valid quaternion: {q}")
+    q = q / n
+    return -q if float(np.dot(q, reference)) < 0 else q
