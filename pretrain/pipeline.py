@@ -76,6 +76,6 @@ def publish_probe_results() -> None:
     for run_dir, dest in PUBLISHED.items():
         src, out = ROOT / run_dir, ROOT / dest
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("results.csv", "results.md", "score_vs_layer.png", "summary.json"):
+        for name in ("results.csv", "results.md", "score_vs_layer.png"):
             if (src / name).is_file():
                 shutil.copyfile(src / name, out / name)

@@ -25,8 +25,8 @@ import socket, sys
 sys.modules["pretrain"] = None  # importing the training package would fail
 def no_network(*a, **k):
     raise OSError("network access during load_encoder()")
-socket.socket = no_network
-socket.create_connection = no_network
+socket.socket.connect = socket.socket.connect_ex = no_network
+socket.create_connection = socket.getaddrinfo = no_network
 import numpy as np, torch
 import toto_robot
 enc = toto_robot.load_encoder()
