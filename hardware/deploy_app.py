@@ -31,7 +31,8 @@ from toto_robot.spec import ShapeMeta
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace")
+FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace",
+          "floor_guard")
 
 
 @dataclass
@@ -168,8 +169,10 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
         node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
         if cfg.get("checkpoint"):
             node["checkpoint"] = cfg.checkpoint
-        if session.sim is not None and node.get("type") == "scripted" and "cube_pos" not in node:
-            node["cube_pos"] = session.sim.cube_pos().tolist()
+        if node.get("type") == "scripted":
+            node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention
+            if session.sim is not None and "cube_pos" not in node:
+                node["cube_pos"] = session.sim.cube_pos().tolist()
         policy = build_policy(node, session.shape_meta())
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}

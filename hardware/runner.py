@@ -6,7 +6,8 @@ call, so a slow policy can never delay a stop. Per tick (period 1/control_hz):
 
 1. wait for a new frame from `trigger_camera` (if set) and take the newest of the others; a
    frame older than `max_frame_age_ms` is a stale-frame stop;
-2. read the robot state (a lost connection, or an end effector outside the safety box, stops the run);
+2. read the robot state (a lost connection, an end effector outside the safety box, or below its
+   floor, the floor guard, stops the run);
 3. hand frames + state to the worker and wait until the command deadline; an unfinished
    inference is an overrun: the tick sends nothing (the arm holds its last target) or, with
    `on_overrun: stop`, the run stops; a late result is dropped, never sent;
@@ -58,6 +59,9 @@ class RunnerConfig:
     max_overruns: int = 0  # with "skip": stop after this many overruns (0 = never)
     max_recoveries: int = 1  # reflexes recovered before the run stops
     workspace_stop_margin: float = 0.05  # m: measured end effector this far outside the safety box -> stop
+    # m: measured end effector this far below the box floor (the floor guard, 6 mm of fingertip
+    # clearance) -> stop, before the fingertips reach the table; room for tracking overshoot.
+    floor_stop_margin: float = 0.004
     dry_run: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
@@ -67,6 +71,8 @@ class RunnerConfig:
             raise ValueError("control_hz, max_steps and max_frame_age_ms must be positive")
         if self.on_overrun not in OVERRUN_MODES:
             raise ValueError(f"on_overrun must be one of {OVERRUN_MODES}, got {self.on_overrun!r}")
+        if self.workspace_stop_margin < 0 or self.floor_stop_margin < 0:
+            raise ValueError("workspace_stop_margin and floor_stop_margin must be >= 0")
         if not 0 <= self.command_margin_ms < 1e3 / self.control_hz:
             raise ValueError(f"command_margin_ms must be in [0, period), got {self.command_margin_ms}")
 
@@ -160,9 +166,7 @@ class DeployRunner:
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
-                if not self.robot.safety.in_workspace(state.eef_pos, cfg.workspace_stop_margin):
-                    raise _Stop("workspace", f"end effector at {np.round(state.eef_pos, 3).tolist()} is outside the "
-                                             f"workspace box by more than {cfg.workspace_stop_margin} m")
+                self._check_workspace(state)
                 if not state.ok:  # a latched reflex can show up in the state before any command fails
                     state = self._recover(rlog, RobotReflexError(f"robot mode {state.mode}, errors {state.errors}", state.errors))
                 if pending is None or pending.done():
@@ -246,6 +250,16 @@ class DeployRunner:
         if frames:
             rlog.add("frame_age", max(f.age_ms(now) for f in frames.values()))
         return frames
+
+    def _check_workspace(self, state: RobotState) -> None:
+        cfg, safety = self.config, self.robot.safety
+        floor = safety.config.workspace_min[2]
+        if state.eef_pos[2] < floor - cfg.floor_stop_margin:
+            raise _Stop("floor_guard", f"end effector at z = {state.eef_pos[2]:.4f} m is below the floor guard "
+                                       f"({floor} m) by more than {cfg.floor_stop_margin} m")
+        if not safety.in_workspace(state.eef_pos, cfg.workspace_stop_margin):
+            raise _Stop("workspace", f"end effector at {np.round(state.eef_pos, 3).tolist()} is outside the "
+                                     f"workspace box by more than {cfg.workspace_stop_margin} m")
 
     def _infer(self, frames: dict[str, CameraFrame], state: RobotState) -> _Inference:
         """Worker thread: preprocess + policy."""

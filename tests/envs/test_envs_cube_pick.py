@@ -258,13 +258,15 @@ def test_osmesa_backend_renders():
 
 
 def test_env_yaml_matches_config_defaults():
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from envs.config import CubePickConfig
     from toto_robot.config import CONF_DIR, as_dataclass, to_dict
 
-    cfg = as_dataclass(CubePickConfig, OmegaConf.load(CONF_DIR / "env" / "cube_pick.yaml"))
-    assert to_dict(cfg) == to_dict(CubePickConfig())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        node = compose("collect_demos").env
+    cfg = as_dataclass(CubePickConfig, node)
+    assert to_dict(cfg) == to_dict(CubePickConfig())  # gym.make without a config gets conf/ too
 
 
 def test_gym_render_mode_rgb_array_returns_agentview():

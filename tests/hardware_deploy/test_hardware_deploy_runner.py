@@ -33,7 +33,7 @@ HZ = 10.0
 
 
 def robot_config(host: str) -> FrankyConfig:
-    return FrankyConfig(host=host, realtime_config="ignore", control_hz=HZ, home_speed=0.4)
+    return FrankyConfig(host=host, realtime_config="ignore", home_speed=0.4)
 
 
 @pytest.fixture(scope="module")
