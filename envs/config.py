@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toto_robot.action import ActionConvention
-from toto_robot.scene import CUBE_SIZE_RANGE, FLOOR_GUARD
+from toto_robot.scene import CUBE_SIZE_RANGE, FLOOR_GUARD, LIFT_HEIGHT
 
 
 @dataclass
@@ -31,7 +31,7 @@ class RandomizationConfig:
 class SuccessConfig:
     """Success = cube bottom >= lift_height above the table, grasped, for hold_steps control steps."""
 
-    lift_height: float = 0.05  # [m]
+    lift_height: float = LIFT_HEIGHT  # [m]
     hold_steps: int = 10
     require_grasp: bool = True  # both fingers touching the cube (a thrown cube does not count)
 

@@ -154,6 +154,20 @@ class SimServer:
         """(3,) m, world = robot base frame."""
         return np.array(self.data.xpos[self._cube_body()])
 
+    @property
+    def has_cube(self) -> bool:
+        return self._cube
+
+    def cube_lift(self) -> float:
+        """Height [m] of the cube's bottom above the table (0 when it rests on the table)."""
+        return float(self.cube_pos()[2] - 0.5 * self.cube_size())
+
+    def reset_cube(self) -> None:
+        """The cube back at rest in its nominal place (`toto_robot.scene`)."""
+        from toto_robot.scene import CUBE_CENTER, CUBE_HALF
+
+        self.place_cube([*CUBE_CENTER, CUBE_HALF], [1.0, 0.0, 0.0, 0.0], 2 * CUBE_HALF)
+
     def cube_size(self) -> float:
         """Edge length [m] of the cube."""
         return 2.0 * float(self.model.geom_size[self.model.geom("cube").id][0])

@@ -44,6 +44,7 @@ from toto_robot.policy import Policy
 log = logging.getLogger(__name__)
 
 OVERRUN_MODES = ("skip", "stop")
+PACES = ("wall", "robot")
 
 
 @dataclass
@@ -65,10 +66,16 @@ class RunnerConfig:
     dry_run: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
+    # "wall": ticks on the host's clock (a real robot). "robot": a tick also waits until the
+    # robot's own clock advanced one period, so a simulator running slower than real time on a
+    # loaded CPU (franky-sim) gets a full period per step, as a real controller does.
+    pace: str = "wall"
 
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.max_steps < 1 or self.max_frame_age_ms <= 0:
             raise ValueError("control_hz, max_steps and max_frame_age_ms must be positive")
+        if self.pace not in PACES:
+            raise ValueError(f"pace must be one of {PACES}, got {self.pace!r}")
         if self.on_overrun not in OVERRUN_MODES:
             raise ValueError(f"on_overrun must be one of {OVERRUN_MODES}, got {self.on_overrun!r}")
         if self.workspace_stop_margin < 0 or self.floor_stop_margin < 0:
@@ -154,9 +161,11 @@ class DeployRunner:
         period = 1.0 / cfg.control_hz
         t_begin = time.monotonic()
         try:
-            tick, prev_start = t_begin, None
+            tick, prev_start, next_device = t_begin, None, None
             pending: Future | None = None
             while rlog.steps < steps:
+                if next_device is not None:
+                    tick = max(tick, self._wait_robot_clock(next_device))
                 _sleep_until(tick)
                 start = time.monotonic()
                 if prev_start is not None:
@@ -166,6 +175,8 @@ class DeployRunner:
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
+                if cfg.pace == "robot" and state.t_device is not None:
+                    next_device = state.t_device + period
                 self._check_workspace(state)
                 if not state.ok:  # a latched reflex can show up in the state before any command fails
                     state = self._recover(rlog, RobotReflexError(f"robot mode {state.mode}, errors {state.errors}", state.errors))
@@ -186,7 +197,7 @@ class DeployRunner:
                 rlog.steps += 1
                 tick += period
                 behind = time.monotonic() - tick
-                if behind > 0:  # fell behind: skip the missed ticks instead of bursting commands
+                if behind > 0 and next_device is None:  # fell behind: skip the missed ticks instead of bursting commands
                     missed = int(behind // period) + 1
                     rlog.missed_cycles += missed
                     tick += missed * period
@@ -250,6 +261,15 @@ class DeployRunner:
         if frames:
             rlog.add("frame_age", max(f.age_ms(now) for f in frames.values()))
         return frames
+
+    def _wait_robot_clock(self, t_device: float) -> float:
+        """Wait until the robot's clock reaches `t_device` [s]; time.monotonic() then."""
+        deadline = time.monotonic() + 20.0 / self.config.control_hz
+        while self.robot.get_state().t_device < t_device - 5e-4:
+            if time.monotonic() > deadline:
+                raise _Stop("robot_clock", f"the robot's clock did not reach {t_device:.3f} s within 20 periods")
+            time.sleep(0.001)
+        return time.monotonic()
 
     def _check_workspace(self, state: RobotState) -> None:
         cfg, safety = self.config, self.robot.safety

@@ -22,7 +22,9 @@ def as_dataclass(cls: type[T], cfg: Any) -> T:
     schema = OmegaConf.structured(cls)
     _writable(schema)
     if cfg is not None:
-        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+        # Interpolations (e.g. runner.control_hz: ${robot.action.control_hz}) resolve against the
+        # whole config this node came from, before it is merged into a schema of its own.
+        node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
         schema = OmegaConf.merge(schema, node)
     return OmegaConf.to_object(schema)  # type: ignore[return-value]
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mujoco
 import numpy as np
+
+if TYPE_CHECKING:  # MuJoCo is imported on use: importing it fixes its GL backend (MUJOCO_GL) for the process
+    import mujoco
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 ROBOT_XML = ASSETS / "fr3.xml"
@@ -36,6 +39,7 @@ CUBE_MASS = 0.1  # kg
 CUBE_RGBA = (0.85, 0.1, 0.1, 1.0)
 CUBE_FRICTION = (0.8, 0.01, 0.001)
 PAD_FRICTION = (1.5, 0.01, 0.001)  # fingertip pads: grippy, and they win contact mixing (priority)
+LIFT_HEIGHT = 0.05  # a cube counts as lifted when its bottom is this far above the table
 
 TCP_OFFSET = 0.1034  # flange (hand body) to the fingertip centre along hand z, as franky's default EE frame
 FINGERTIP_BELOW_TCP = 0.009  # lowest point of the finger collision geoms under the TCP, pointing down
@@ -67,14 +71,15 @@ HEADLIGHT = {"ambient": 0.3, "diffuse": 0.3, "specular": 0.5}
 OFFSCREEN_SIZE = 640  # largest offscreen render [px]
 MSAA_SAMPLES = 4  # multisampling of offscreen renders (MuJoCo's default; franky-sim asks 8)
 
-# Contact model. Elliptic cones with a high impedance ratio keep a cube from creeping out of the
-# closed fingers; together with a <= 5 ms time step (the env's) held cubes neither slip nor drift.
-CONE = mujoco.mjtCone.mjCONE_ELLIPTIC
+# Contact model: elliptic friction cones with a high impedance ratio keep a cube from creeping out
+# of the closed fingers; with a <= 5 ms time step (the env's) held cubes neither slip nor drift.
 IMPRATIO = 10.0
 
 
 def load_robot_spec() -> mujoco.MjSpec:
     """FR3 + Franka hand (body names "fr3_link0".."fr3_link7", "hand", "left_finger", "right_finger")."""
+    import mujoco
+
     spec = mujoco.MjSpec.from_file(str(ROBOT_XML))
     spec.meshdir = str(MESH_DIR)
     return spec
@@ -82,6 +87,8 @@ def load_robot_spec() -> mujoco.MjSpec:
 
 def look_at_quat(pos: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     """w-x-y-z quaternion of a MuJoCo camera at `pos` looking at `target` (camera looks along -z)."""
+    import mujoco
+
     f = np.asarray(target, float) - np.asarray(pos, float)
     f /= np.linalg.norm(f)
     x = np.cross(f, up)
@@ -101,7 +108,9 @@ def add_world(spec: mujoco.MjSpec, prefix: str = "", cube: bool = True, cameras:
     hand, grippy fingertip pads, the cameras and the key light. Time step and actuators are the
     caller's (the env and franky-sim drive the arm differently).
     """
-    spec.option.cone = CONE
+    import mujoco
+
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
     spec.option.impratio = IMPRATIO
     spec.visual.quality.shadowsize = 0  # a shadow map costs ~30 ms a frame on llvmpipe
     spec.visual.quality.offsamples = MSAA_SAMPLES
@@ -140,6 +149,8 @@ def add_world(spec: mujoco.MjSpec, prefix: str = "", cube: bool = True, cameras:
 
 def _add_table(spec: mujoco.MjSpec, world: mujoco.MjsBody) -> None:
     """Table top at z=0 under the robot, the floor, and one material per table texture choice."""
+    import mujoco
+
     spec.add_texture(name="checker", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
                      rgb1=[1, 1, 1], rgb2=[0.6, 0.6, 0.6], width=64, height=64)
     spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
