@@ -148,9 +148,13 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
     results = []
     with DeployRunner(session.robot, session.cameras, policy, session.runner_config) as runner:
         for i in range(episodes):
+            if session.sim is not None and session.sim.has_cube:
+                session.sim.reset_cube()  # a rehearsal starts every rollout from the same scene
             result = runner.run_episode()
             print(f"\nrollout {i + 1}/{episodes}: {result.n_steps} steps, stop: {result.stop_reason} {result.message}")
             print(result.log.format_table())
+            if session.sim is not None:
+                print(_sim_report(session, result))
             if decide is not None and result.stop_reason not in FAULTS:
                 label = decide(result)
             else:
@@ -164,6 +168,18 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
                 print(f"stopping the session after a fault: {result.stop_reason}")
                 break
     return results
+
+
+def _sim_report(session: Session, result: RolloutResult) -> str:
+    """franky-sim rehearsal outcome: where the cube is, how low the measured hand went."""
+    parts = []
+    if session.sim.has_cube:
+        lift = session.sim.cube_lift()
+        parts.append(f"cube bottom {lift * 100:.1f} cm above the table ({'lifted' if lift >= LIFT_HEIGHT else 'not lifted'})")
+    if result.episode is not None:
+        floor = session.robot.safety.config.workspace_min[2]
+        parts.append(f"lowest measured TCP z {float(result.episode['eef_pos'][:, 2].min()):.4f} m (floor guard {floor} m)")
+    return "franky-sim: " + "; ".join(parts)
 
 
 def deploy(cfg: DictConfig) -> list[RolloutResult]:

@@ -14,7 +14,7 @@ call, so a slow policy can never delay a stop. Per tick (period 1/control_hz):
 4. `robot.send_action` (the safety filter lives there), then record the step.
 
 A reflex is recovered once (`max_recoveries`), then the run stops. Ctrl-C stops and returns the
-arm home. After any stop the robot's and the policy's queues are cleared, so a restart never
+arm home; a second Ctrl-C during that homing stops the arm where it is, gripper left as it is. After any stop the robot's and the policy's queues are cleared, so a restart never
 resumes stale motion. `dry_run` runs all of it but motion: actions go through the safety filter
 and are recorded, nothing is sent.
 """
@@ -22,6 +22,8 @@ and are recorded, nothing is sent.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -386,12 +388,37 @@ class DeployRunner:
         self.policy.reset()
 
     def _go_home_after_interrupt(self, rlog: RolloutLog) -> None:
+        """After a first Ctrl-C (the arm is already stopped) the arm returns home and opens the hand.
+
+        A second Ctrl-C during that homing stops the arm where it is (decelerating, as any stop)
+        and leaves the gripper as it is: an object in the hand is not dropped. franky answers a
+        Ctrl-C inside its blocking motion call by stopping the motion and raising "preempted";
+        the handler below tells that apart from a real homing failure.
+        """
+        second = threading.Event()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            second.set()
+            raise KeyboardInterrupt
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: Ctrl-C is not delivered here anyway
+            previous = None
         try:
             self.robot.move_home()
             rlog.event("returned home after Ctrl-C")
-        except Exception as e:
-            rlog.event(f"return home after Ctrl-C failed: {e}")
-            log.error("return home after Ctrl-C failed: %s", e)
+        except (KeyboardInterrupt, Exception) as e:
+            if second.is_set() or isinstance(e, KeyboardInterrupt):
+                self._safe_stop("second Ctrl-C")
+                rlog.event("second Ctrl-C: homing stopped, the arm holds where it stopped, the gripper was left as it was")
+                log.warning("second Ctrl-C: homing stopped; the arm holds where it is and the gripper was not opened")
+            else:
+                rlog.event(f"return home after Ctrl-C failed: {e}")
+                log.error("return home after Ctrl-C failed: %s", e)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _extra_keys(camera_keys: list[str]) -> list[str]:
