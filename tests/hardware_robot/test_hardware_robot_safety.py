@@ -5,11 +5,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from hardware import build_robot
+from hardware.robot import RobotState
 from hardware.safety import SafetyConfig, SafetyFilter
 from hardware.tracking import TargetTracker, TrackingConfig
 from toto_robot.action import ActionConvention
 from toto_robot.config import CONF_DIR
 from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
+from toto_robot.scene import FINGERTIP_BELOW_TCP, FLOOR_GUARD
+from toto_robot.spec import EEF_QUAT_REFERENCE
 
 DOWN = np.array([0.0, 1.0, 0.0, 0.0])  # wxyz: gripper pointing down
 HOME = np.array([0.45, 0.0, 0.4])
@@ -304,3 +307,25 @@ def test_wrist_kept_off_the_folded_elbow():
     assert f.reach(cmd.target_pos, cmd.target_quat) == pytest.approx(0.35, abs=1e-6)
     with pytest.raises(ValueError, match="min_reach"):
         SafetyConfig(min_reach=0.8)
+
+
+def test_floor_guard_is_the_box_floor_and_admits_every_demo_grasp():
+    # A 4 cm cube is grasped with the TCP 2.5 cm under its top, i.e. 1.5 cm above the table: the
+    # old 5 cm box floor clipped every grasp; the floor guard keeps the fingertips 6 mm clear.
+    f = make_filter()
+    assert f.config.workspace_min[2] == FLOOR_GUARD == pytest.approx(FINGERTIP_BELOW_TCP + 0.006)
+    f.reset(np.array([0.5, 0.0, 0.056]), DOWN)
+    cmds = [f.filter_action(act(0, 0, -1), f.ref_pos) for _ in range(3)]  # full scale down: 2 cm a step
+    assert [c.clamps for c in cmds[:2]] == [(), ()] and cmds[1].target_pos[2] == pytest.approx(0.016)
+    assert cmds[2].target_pos[2] == pytest.approx(FLOOR_GUARD) and cmds[2].clamps == ("workspace",)
+
+
+def test_observed_eef_quat_is_continuous_through_the_home_orientation():
+    # Tilting through pointing down, w crosses 0: the robot's w >= 0 quaternion flips sign there.
+    quats = [quat_mul(quat_from_rotvec([a, 0, 0]), DOWN) for a in np.linspace(-0.3, 0.3, 31)]
+    raw = np.array([q if q[0] >= 0 else -q for q in quats])
+    assert np.linalg.norm(np.diff(raw, axis=0), axis=1).max() > 1.5  # the flip
+    obs = [RobotState(joint_pos=np.zeros(7), joint_vel=np.zeros(7), eef_pos=HOME, eef_quat=q, eef_vel=np.zeros(6),
+                      gripper_width=0.08, t_device=0.0, t_host=0.0).as_obs()["eef_quat"] for q in raw]
+    assert np.linalg.norm(np.diff(obs, axis=0), axis=1).max() < 0.02
+    assert all(np.dot(q, EEF_QUAT_REFERENCE) > 0 for q in obs)
