@@ -99,7 +99,8 @@ def run_robot(robot: FrankyRobot, start_q: np.ndarray, actions: np.ndarray) -> t
     """As `run_sim`, paced on the controller clock; also the realtime factor (controller s per wall s)."""
     robot.stop()  # end the previous stream: a joint motion cannot replace a Cartesian one
     robot.move_joints(start_q)
-    robot.open_gripper()
+    if robot.get_state().gripper_width < 0.07:  # after a gripper sequence
+        robot.open_gripper()
     robot.clear_queue()
     period = 1.0 / robot.config.control_hz
     s = robot.get_state()

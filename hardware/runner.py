@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 OVERRUN_MODES = ("skip", "stop")
 PACES = ("wall", "robot")
+ROBOT_CLOCK_STALL_S = 10.0  # pace "robot": a robot clock that does not advance a period in this long has stalled
+MAX_STRETCH = 20.0  # pace "robot": deadlines stretch at most this much (a robot clock at >= 5% of real time)
 
 
 @dataclass
@@ -68,9 +70,10 @@ class RunnerConfig:
     dry_run: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
-    # "wall": ticks on the host's clock (a real robot). "robot": a tick also waits until the
-    # robot's own clock advanced one period, so a simulator running slower than real time on a
-    # loaded CPU (franky-sim) gets a full period per step, as a real controller does.
+    # "wall": ticks on the host's clock (a real robot). "robot": the loop runs on the robot's own
+    # clock: a tick waits until it advanced one period, and deadlines and frame-age limits stretch
+    # by how much slower than real time it runs, so a simulator falling behind on a loaded CPU
+    # (franky-sim) steps as a real controller would, only slower.
     pace: str = "wall"
 
     def __post_init__(self) -> None:
@@ -163,7 +166,7 @@ class DeployRunner:
         period = 1.0 / cfg.control_hz
         t_begin = time.monotonic()
         try:
-            tick, prev_start, next_device = t_begin, None, None
+            tick, prev_start, next_device, stretch = t_begin, None, None, 1.0
             pending: Future | None = None
             while rlog.steps < steps:
                 if next_device is not None:
@@ -172,8 +175,10 @@ class DeployRunner:
                 start = time.monotonic()
                 if prev_start is not None:
                     rlog.add("period", (start - prev_start) * 1e3)
+                    if next_device is not None:  # wall seconds per robot second, from the last period
+                        stretch = float(np.clip((start - prev_start) / period, 1.0, MAX_STRETCH))
                 prev_start = start
-                frames = self._capture(rlog, tick)
+                frames = self._capture(rlog, tick, stretch)
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
@@ -184,7 +189,7 @@ class DeployRunner:
                     state = self._recover(rlog, RobotReflexError(f"robot mode {state.mode}, errors {state.errors}", state.errors))
                 if pending is None or pending.done():
                     pending = self._worker.submit(self._infer, frames, state)
-                    result = self._await(pending, tick + period - cfg.command_margin_ms * 1e-3)
+                    result = self._await(pending, tick + (period - cfg.command_margin_ms * 1e-3) * stretch)
                 else:  # the previous inference is still running: this tick is lost too
                     result = None
                 if result is None:
@@ -248,16 +253,18 @@ class DeployRunner:
         return index
 
     # ------------------------------------------------------------------ stages
-    def _capture(self, rlog: RolloutLog, tick: float) -> dict[str, CameraFrame]:
+    def _capture(self, rlog: RolloutLog, tick: float, stretch: float = 1.0) -> dict[str, CameraFrame]:
+        """Frames of this tick; `stretch`: wall seconds per robot second (pace "robot"), else 1."""
         cfg = self.config
         t0 = time.monotonic()
+        max_age_ms = cfg.max_frame_age_ms * stretch
         frames: dict[str, CameraFrame] = {}
         if cfg.trigger_camera:  # the step starts when this camera delivers its first frame after the tick
             cam = self.cameras[cfg.trigger_camera]
-            frames[cfg.trigger_camera] = cam.read(timeout_s=cfg.max_frame_age_ms * 1e-3, newer_than=tick)
+            frames[cfg.trigger_camera] = cam.read(timeout_s=max_age_ms * 1e-3, newer_than=tick)
         for key in self.camera_keys:
             if key not in frames:
-                frames[key] = self.cameras[key].read_latest(cfg.max_frame_age_ms)
+                frames[key] = self.cameras[key].read_latest(max_age_ms)
         now = time.monotonic()
         rlog.add("capture_wait", (now - t0) * 1e3)
         if frames:
@@ -265,12 +272,15 @@ class DeployRunner:
         return frames
 
     def _wait_robot_clock(self, t_device: float) -> float:
-        """Wait until the robot's clock reaches `t_device` [s]; time.monotonic() then."""
-        deadline = time.monotonic() + 20.0 / self.config.control_hz
+        """Wait until the robot's clock reaches `t_device` [s]; time.monotonic() then.
+
+        Polled every few ms: an in-process simulator needs the GIL to advance its clock.
+        """
+        deadline = time.monotonic() + ROBOT_CLOCK_STALL_S
         while self.robot.get_state().t_device < t_device - 5e-4:
             if time.monotonic() > deadline:
-                raise _Stop("robot_clock", f"the robot's clock did not reach {t_device:.3f} s within 20 periods")
-            time.sleep(0.001)
+                raise _Stop("robot_clock", f"the robot's clock did not reach {t_device:.3f} s within {ROBOT_CLOCK_STALL_S} s")
+            time.sleep(0.005)
         return time.monotonic()
 
     def _check_workspace(self, state: RobotState) -> None:

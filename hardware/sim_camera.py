@@ -2,9 +2,11 @@
 
 Frames come from the MuJoCo scene the simulator steps (the cube_pick world's "agentview" and
 "wrist" cameras, `toto_robot.scene`), rendered on a capture thread like any other camera, so the
-runner's watchdogs, timestamps and preprocessing are exercised as on the real robot. The default
-rate is twice the 10 Hz control rate: a step triggered by this camera always finds a frame newer
-than its tick within half a period, so stale-frame stops come only from real faults.
+runner's watchdogs, timestamps and preprocessing are exercised as on the real robot. Frames are
+due on the *simulator's* clock (t_device = simulated time), at twice the 10 Hz control rate by
+default: a step triggered by this camera always finds a frame newer than its tick within half a
+period, and a simulator that falls behind real time on a loaded CPU is not starved further by
+renders of scenes that have not moved.
 """
 
 from __future__ import annotations
@@ -41,20 +43,19 @@ class SimRenderCamera(ThreadedCamera):
         self._renderer: Any = None  # made and closed on the capture thread (its GL context lives there)
 
     def _open(self) -> None:
-        self._n, self._next = 0, time.monotonic()
+        self._n, self._next = 0, float(self.sim.data.time)
 
     def _grab(self, timeout_s: float) -> CameraFrame | None:
-        wait = self._next - time.monotonic()
-        if wait > timeout_s:
-            time.sleep(timeout_s)
-            return None
-        if wait > 0:
-            time.sleep(wait)
-        cfg = self.config
+        deadline = time.monotonic() + timeout_s
+        while float(self.sim.data.time) < self._next:  # the next frame is due on the simulator's clock
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.002)
+        t_sim = float(self.sim.data.time)
         image = self._render()
-        frame = CameraFrame(color=image, t_device=float(self.sim.data.time), t_host=time.monotonic(), frame_number=self._n)
+        frame = CameraFrame(color=image, t_device=t_sim, t_host=time.monotonic(), frame_number=self._n)
         self._n += 1
-        self._next = max(self._next + 1.0 / cfg.fps, time.monotonic())
+        self._next = max(self._next + 1.0 / self.config.fps, t_sim)  # behind: skip, never burst
         return frame
 
     def _render(self) -> Any:

@@ -116,7 +116,7 @@ class ScriptedPickConfig:
     lift: float = 0.12  # m to lift after the grasp
     grasp_depth: float = 0.0  # m: TCP height relative to the cube centre when closing
     tolerance: float = 0.008  # m: a waypoint counts as reached within this
-    grasp_steps: int = 8  # steps the gripper closes before lifting
+    grasp_steps: int = 4  # steps the gripper closes at least before lifting; then until its width settles
     gain: float = 0.7  # fraction of the remaining error asked for per step (at most one full-scale step)
     action: ActionConvention = field(default_factory=ActionConvention)  # the robot's (deploy_app passes it)
 
@@ -138,6 +138,7 @@ class ScriptedPickPolicy:
 
     def reset(self) -> None:
         self.phase, self.count, self.done = 0, 0, False
+        self._width = -1.0  # gripper width at the previous closing step [m]
 
     def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         cfg = self.config
@@ -146,10 +147,12 @@ class ScriptedPickPolicy:
         eef = np.asarray(obs["eef_pos"], dtype=np.float64)
         grip = 1.0 if self.phase >= 2 else -1.0
         target = waypoints[self.phase]
-        if target is None:  # closing: hold still
+        if target is None:  # closing: hold still until the fingers stop moving (the hand's speed is finite)
             self.count += 1
-            if self.count >= cfg.grasp_steps:
+            width = float(obs["gripper_width"][0]) if "gripper_width" in obs else 0.0
+            if self.count >= cfg.grasp_steps and abs(width - self._width) < 0.001:
                 self.phase += 1
+            self._width = width
             return np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32)
         err = target - eef
         if np.linalg.norm(err) < cfg.tolerance:
