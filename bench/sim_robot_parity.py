@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from envs.cube_pick import CubePickEnv  # noqa: E402
 from hardware.franky_robot import FrankyConfig, FrankyRobot  # noqa: E402
 from hardware.franky_sim_server import SimServerProcess  # noqa: E402
+from hardware.robot import RobotConnectionError  # noqa: E402
 from toto_robot.rotations import quat_angle  # noqa: E402
 
 TARGET = (0.9, 1.1)
@@ -145,7 +146,13 @@ def main() -> int:
                 full = np.concatenate([acts, tail])
                 rotation = name.startswith("r")
                 sp, sq = run_sim(env, full)
-                rp, rq, rtf = run_robot(robot, start_q, full)
+                try:
+                    rp, rq, rtf = run_robot(robot, start_q, full)
+                except RobotConnectionError as e:  # libfranka's UDP timeout when a loaded CPU starves franky-sim
+                    print(f"{name:<24} lost the connection ({e}); reconnecting and running it again", flush=True)
+                    robot.close()
+                    robot.connect()
+                    rp, rq, rtf = run_robot(robot, start_q, full)
                 rtfs.append(rtf)
                 n = args.steps
                 sim_d, rob_d = displacement(sp, sq, rotation) / n, displacement(rp, rq, rotation) / n

@@ -1,9 +1,10 @@
 """Task-space control of the arm: damped-least-squares differential IK feeding joint servos that
 track targets the way a Franka does under franky.
 
-Once per control step, `DiffIKController.joint_goal` runs a few DLS iterations on a kinematic
-scratch copy of the arm (starting from the measured joints, so a blocked arm never winds up) with
-a null-space pull toward the rest posture (the FR3 is redundant; without it the elbow drifts).
+Once per control step, `DiffIKController.joint_goal` runs two DLS iterations on a kinematic
+scratch copy of the arm (starting from the measured joints, so a blocked arm never winds up; the
+arm sits on its previous target, so two reach a full-scale step as well as four) with a null-space
+pull toward the rest posture (the FR3 is redundant; without it the elbow drifts).
 `ServoTrajectory` then plans the joint set-points of the step's physics substeps: a cubic from
 the previous goal (with its velocity) to the new goal (arriving with the step's mean velocity),
 the same shape as franky's waypoint-with-velocity motions, so the torque-limited servos (87/12 Nm)
@@ -36,7 +37,7 @@ class DiffIKController:
     """
 
     def __init__(self, model: mujoco.MjModel, site_id: int, arm_qpos: np.ndarray, arm_dof: np.ndarray,
-                 q_rest: np.ndarray, damping: float = 0.03, iters: int = 4, nullspace_gain: float = 0.05) -> None:
+                 q_rest: np.ndarray, damping: float = 0.03, iters: int = 2, nullspace_gain: float = 0.05) -> None:
         self.model = model
         self.site_id = site_id
         self.arm_qpos = arm_qpos

@@ -167,16 +167,18 @@ class DeployRunner:
         t_begin = time.monotonic()
         try:
             tick, prev_start, next_device, stretch = t_begin, None, None, 1.0
+            if cfg.pace == "robot":  # the first tick, too, comes one period of the robot's clock from now
+                next_device = self.robot.get_state().t_device + period
             pending: Future | None = None
             while rlog.steps < steps:
                 if next_device is not None:
                     tick = max(tick, self._wait_robot_clock(next_device))
+                    # wall seconds per robot second over the last period
+                    stretch = float(np.clip((time.monotonic() - (prev_start or t_begin)) / period, 1.0, MAX_STRETCH))
                 _sleep_until(tick)
                 start = time.monotonic()
                 if prev_start is not None:
                     rlog.add("period", (start - prev_start) * 1e3)
-                    if next_device is not None:  # wall seconds per robot second, from the last period
-                        stretch = float(np.clip((start - prev_start) / period, 1.0, MAX_STRETCH))
                 prev_start = start
                 frames = self._capture(rlog, tick, stretch)
                 t0 = time.monotonic()
