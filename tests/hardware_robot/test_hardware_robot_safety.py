@@ -188,6 +188,19 @@ def test_tracker_no_outward_velocity_on_box_face():
     assert np.all(brake.pos <= hi)
 
 
+def test_tracker_slows_towards_the_floor_guard_so_it_cannot_overshoot_it():
+    # Descending at full speed onto a grasp just above the floor guard: passing that target at
+    # 0.2 m/s would carry the hand ~8 mm further (v^2 / 2a at 2.6 m/s^2), below the guard.
+    lo = np.array([0.25, -0.35, FLOOR_GUARD])
+    tr = TargetTracker(TrackingConfig(velocity_filter=1.0), 0.1, bounds=(lo, np.array([0.75, 0.35, 0.65])))
+    tr.reset(np.array([0.5, 0.0, 0.035]), DOWN)
+    reach, _ = tr.plan(np.array([0.5, 0.0, FLOOR_GUARD + 0.0005]), DOWN).waypoints  # 2 cm down in one step
+    overshoot = reach.lin_vel[2] ** 2 / (2 * 2.6)  # the planner's braking at relative_dynamics_factor 0.2
+    assert -0.2 < reach.lin_vel[2] < 0 and overshoot < 0.0005
+    up, _ = tr.plan(np.array([0.5, 0.0, FLOOR_GUARD + 0.0205]), DOWN).waypoints  # away from the floor: not capped
+    assert up.lin_vel[2] == pytest.approx(0.2)
+
+
 def test_tracking_config_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         TrackingConfig(mode="jerky")
