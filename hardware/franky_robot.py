@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class FrankyConfig(RobotConfig):
     kernel), "ignore" for franky-sim; collision thresholds [Nm], [N] are the controller's reflexes."""
 
     realtime_config: str = "enforce"
+    connect_timeout_s: float = 5.0  # libfranka's handshake must finish within this (it waits forever itself)
     torque_threshold: float = 20.0
     force_threshold: float = 30.0
     use_gripper: bool = True
@@ -114,6 +116,45 @@ def error_names(errors: Errors) -> tuple[str, ...]:
     return tuple(n for n in ERROR_NAMES if getattr(errors, n))
 
 
+def _open_robot(host: str, realtime_config: RealtimeConfig, timeout_s: float) -> _FrankyRobot:
+    """franky's `Robot(host)`, given up after `timeout_s` [s] with a RobotConnectionError.
+
+    libfranka waits without limit for the handshake answer, and a controller (or franky-sim)
+    that already serves a client accepts the TCP connection and never answers. The constructor
+    releases the GIL while it waits, so it runs on a daemon thread that this one can abandon
+    (Ctrl-C works meanwhile); if it connects after all, it drops the robot, which closes the link.
+    """
+    lock, done = threading.Lock(), threading.Event()
+    box: dict[str, object] = {}
+
+    def construct() -> None:
+        try:
+            robot = _FrankyRobot(host, realtime_config=realtime_config)
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+        else:
+            with lock:
+                if not box.get("abandoned"):
+                    box["robot"] = robot
+        done.set()
+
+    threading.Thread(target=construct, name=f"franky-connect-{host}", daemon=True).start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        with lock:
+            box["abandoned"] = "robot" not in box and "error" not in box
+    if "error" in box:
+        raise box["error"]
+    if "robot" not in box:
+        raise RobotConnectionError(
+            f"cannot connect to the robot at {host}: no libfranka handshake within {timeout_s} s. The controller "
+            f"is probably serving another client (another script, or a crashed one that still holds it: stop it), "
+            f"or {host} is not a Franka controller"
+        )
+    return box["robot"]
+
+
 def _cap(v: np.ndarray, limit: float) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v * (limit / n) if n > limit else v
@@ -159,7 +200,7 @@ class FrankyRobot(Robot):
         gc.collect()
         with self._translate("connect"):
             try:
-                self._robot = _FrankyRobot(cfg.host, realtime_config=rt)
+                self._robot = _open_robot(cfg.host, rt, cfg.connect_timeout_s)
             except (NetworkException, ConnectionError, OSError) as e:
                 raise RobotConnectionError(f"cannot connect to the robot at {cfg.host}: {e}") from e
             self._robot.set_collision_behavior(cfg.torque_threshold, cfg.force_threshold)
@@ -238,6 +279,12 @@ class FrankyRobot(Robot):
         timeout_s = cfg.motion_timeout_s if timeout_s is None else timeout_s
         self._check_ready()
         robot = self._require()
+        if robot.is_in_control:
+            # A streamed Cartesian motion is still running, and franky cannot switch a running
+            # motion to a joint motion (InvalidMotionTypeException): end it first.
+            self.stop()
+            if robot.is_in_control:
+                raise RobotError("move home: the running motion did not end after stop(); call stop() and retry")
         motion = JointMotion(np.asarray(cfg.home_joints, dtype=np.float64), relative_dynamics_factor=cfg.home_speed)
         with self._translate("move home"):
             robot.move(motion, asynchronous=True)
