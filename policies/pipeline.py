@@ -66,6 +66,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     collection = ensure_demos(cfg)
     demos = EpisodeStore.open(cfg.demos.out, shape_meta=None)
+    demos.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
     name = cfg.policy.get("name")
     policy = POLICIES.build(name, cfg.policy, demos, out_dir)
     video = out_dir / "eval.mp4" if cfg.eval.video_episodes > 0 else None

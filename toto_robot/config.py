@@ -11,19 +11,29 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from toto_robot.cli import UserError
 
 T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+class ConfigError(UserError, ValueError):
+    """A config node does not fit its schema (unknown key, wrong type, missing value)."""
+
+
 def as_dataclass(cls: type[T], cfg: Any) -> T:
     """Validate `cfg` (DictConfig, dict or None) against dataclass `cls` and return an instance."""
-    schema = OmegaConf.structured(cls)
-    if cfg is not None:
-        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
-        schema = OmegaConf.merge(schema, node)
-    return OmegaConf.to_object(schema)  # type: ignore[return-value]
+    try:
+        schema = OmegaConf.structured(cls)
+        if cfg is not None:
+            node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+            schema = OmegaConf.merge(schema, node)
+        return OmegaConf.to_object(schema)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config does not fit {cls.__name__}: {e}") from e
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -142,7 +142,8 @@ class EpisodeStore:
             os.replace(tmp, path)
         except OSError as e:  # name the path the caller gave, not the temp folder
             shutil.rmtree(tmp, ignore_errors=True)
-            raise EpisodeStoreError(f"cannot create the episode store {path}: {e.strerror or e}") from e
+            raise EpisodeStoreError(f"cannot create the episode store {path} (is {path.parent} a writable folder?): "
+                                    f"{e.strerror or e}") from e
         return cls.open(path, mode="a")
 
     @classmethod
