@@ -21,6 +21,7 @@ exception (a franky `ControlException`, ...) kept as `__cause__`:
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,3 +198,25 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def clear_queue(self) -> None:
         """Drop pending targets and re-anchor the safety reference on the measured pose."""
+
+    # ------------------------------------------------------------------ time
+    def wait(self, seconds: float, stall_s: float = 10.0) -> None:
+        """Block for `seconds` of the controller's clock (`RobotState.t_device`).
+
+        On a real arm that clock runs with the wall clock; franky-sim's runs slower on a loaded
+        machine (and faster with realtime=False), so a script or test that paces its commands on
+        it moves the arm by the same amount per step whatever the load. Without a device clock
+        this is `time.sleep`. RobotConnectionError if the clock stands still for `stall_s` [s].
+        """
+        t = self.get_state().t_device
+        if t is None:
+            time.sleep(seconds)
+            return
+        end, last, t_last = t + seconds, t, time.monotonic()
+        while t < end:
+            time.sleep(min(0.002, max(end - t, 0.0)))
+            t = self.get_state().t_device
+            if t > last:
+                last, t_last = t, time.monotonic()
+            elif time.monotonic() - t_last > stall_s:
+                raise RobotConnectionError(f"the controller clock stood still for {stall_s} s at {t:.3f} s")
