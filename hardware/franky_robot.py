@@ -288,10 +288,10 @@ class FrankyRobot(Robot):
         motion = JointMotion(np.asarray(cfg.home_joints, dtype=np.float64), relative_dynamics_factor=cfg.home_speed)
         with self._translate("move home"):
             robot.move(motion, asynchronous=True)
-            finished = robot.join_motion(timeout=timeout_s)
+            finished = self._join_motion(robot, timeout_s)
         if not finished:
             self.stop()
-            raise RobotError(f"home motion did not finish within {timeout_s} s; stopped")
+            raise RobotError(f"home motion did not finish within {timeout_s} s of the controller's clock; stopped")
         if self._gripper is not None:
             self.open_gripper(wait=True)
         self.clear_queue()
@@ -476,6 +476,24 @@ class FrankyRobot(Robot):
             f"joint {j + 1} at {q[j]:.3f} rad is within {cfg.joint_limit_margin} rad of its limit {limit:.4f}: "
             f"arm stopped; move home to continue (joints {np.round(q, 2).tolist()})"
         )
+
+    @staticmethod
+    def _join_motion(robot: _FrankyRobot, timeout_s: float, stall_s: float = 10.0) -> bool:
+        """Wait for the running motion to end; False after `timeout_s` of the controller's clock.
+
+        The controller's clock, not the wall clock: franky-sim runs slower than the wall clock on a
+        loaded machine (on a real arm the two agree). A clock that stands still for `stall_s` wall
+        seconds also ends the wait.
+        """
+        t = float(robot.state.time.to_sec())
+        end, last, t_last = t + timeout_s, t, time.monotonic()
+        while not robot.join_motion(timeout=0.05):
+            t = float(robot.state.time.to_sec())
+            if t > last:
+                last, t_last = t, time.monotonic()
+            if t >= end or time.monotonic() - t_last > stall_s:
+                return False
+        return True
 
     @staticmethod
     def _drain(robot: _FrankyRobot) -> None:

@@ -106,7 +106,7 @@ class RobotConfig:
         default_factory=lambda: [0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398]
     )
     home_speed: float = 0.15  # fraction of the joint velocity/acceleration/jerk limits
-    motion_timeout_s: float = 20.0
+    motion_timeout_s: float = 20.0  # [s] of the controller's clock (franky-sim's runs slow on a loaded machine)
     gripper_speed: float = 0.05  # m/s
     grasp_force: float = 20.0  # N
     gripper_open_width: float = 0.08

@@ -53,6 +53,7 @@ def test_second_client_is_refused_and_the_first_keeps_working():
                 make_robot(sim.host, use_gripper=False).connect()
             assert time.monotonic() - t < 5
             first.move_home()
+            first.wait(0.3)  # the simulated servos settle
             np.testing.assert_allclose(first.get_state().joint_pos, HOME_Q, atol=0.01)
         # The abandoned attempt connects once the first client leaves and lets go at once.
         with make_robot(sim.host, use_gripper=False, connect_timeout_s=10.0) as again:
@@ -81,6 +82,7 @@ def test_move_home_right_after_streaming():
             time.sleep(0.1)
         assert robot.get_state().motion_active  # the streamed motion still runs
         robot.move_home()
+        robot.wait(0.3)
         s = robot.get_state()
         np.testing.assert_allclose(s.joint_pos, HOME_Q, atol=0.01)
         assert s.gripper_width > 0.07

@@ -38,13 +38,22 @@ def robot(sim):
 
 
 def run(robot, action, steps, settle=0.4):
-    """Send `action` for `steps` control steps at 10 Hz, then let the arm settle."""
+    """Send `action` for `steps` control steps at 10 Hz, then let the arm settle (>= `settle` s)."""
     cmds = []
     for _ in range(steps):
         cmds.append(robot.send_action(np.asarray(action, dtype=np.float32)))
         robot.wait(0.1)
     robot.wait(settle)
+    at_rest(robot)
     return cmds
+
+
+def at_rest(robot, max_s=5.0):
+    """Wait until the motion has ended: the brake after a stream overshoots and comes back."""
+    waited = 0.0
+    while robot.get_state().motion_active and waited < max_s:
+        robot.wait(0.05)
+        waited += 0.05
 
 
 def test_connect_and_read_state(robot):
@@ -64,6 +73,7 @@ def test_move_home_from_elsewhere(robot):
     run(robot, [0.4, 0.3, -0.3, 0, 0, 0.3, 1.0], 6)
     assert np.abs(robot.get_state().joint_pos - HOME_Q).max() > 0.05
     robot.move_home()
+    robot.wait(0.3)  # the simulated servos settle
     s = robot.get_state()
     np.testing.assert_allclose(s.joint_pos, HOME_Q, atol=0.01)
     assert s.gripper_width > 0.07
@@ -103,6 +113,7 @@ def move_to(robot, goal, quat, tol=0.003, max_steps=40):
         if np.linalg.norm(robot.get_state().eef_pos - goal) < tol:
             break
     robot.wait(0.3)
+    at_rest(robot)
 
 
 def test_grasp_and_lift_cube(sim):
