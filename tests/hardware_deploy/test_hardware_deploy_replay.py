@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hardware.deploy_app import replay_episode
 from toto_robot.spec import franka_shape_meta
 from hardware.replay import compare_actions
+from hardware.safety import SafetyConfig
 from hardware.simple_policies import TinyTorchConfig, TinyTorchPolicy
 from toto_robot.config import CONF_DIR
 from toto_robot.episode_store import EpisodeStore
@@ -69,7 +70,14 @@ def test_online_replay_through_the_runner_on_franky_sim(tmp_path):
             "image_size=32", f"record.store={tmp_path / 'replayed.zarr'}", f"record.log_dir={tmp_path / 'logs'}",
         ])
     summary = replay_episode(cfg)
-    assert summary["stop_reason"] == "done" and summary["steps"] == 15
+    assert summary["stop_reason"] == "done"
     out = EpisodeStore.open(tmp_path / "replayed.zarr").get_episode(0)
-    np.testing.assert_allclose(out["action"][:, 0], 0.4, atol=1e-5)  # within the safety limits: sent as recorded
-    assert out["eef_pos"][-1, 0] - out["eef_pos"][0, 0] > 0.15
+    np.testing.assert_array_equal(out["policy_action"], recorded[: len(out["policy_action"])])  # replayed as recorded
+    # Sent: what the safety filter let through. At rest the first steps go out whole; later ones are
+    # shortened only by the lead limit, when franky-sim lags the wall clock on a loaded machine.
+    sent = out["action"][:, 0]
+    assert sent[0] == pytest.approx(0.4) and np.all((sent > 0) & (sent <= 0.4 + 1e-6))
+    # The arm follows the targets to within the lead limit (targets integrate the sent steps).
+    commanded = 0.05 * sent[:-1].sum()  # m (0.05 m per unit action), up to the last measured step
+    moved = out["eef_pos"][-1, 0] - out["eef_pos"][0, 0]
+    assert moved > commanded - SafetyConfig().max_lead - 0.01 and moved > 0.02
