@@ -19,7 +19,7 @@ import pytest
 
 from hardware.camera import SyntheticCamera, SyntheticCameraConfig
 from hardware.franky_robot import FrankyConfig, FrankyRobot
-from hardware.franky_sim_server import SimServer, SimServerProcess
+from hardware.franky_sim_server import SimServerProcess
 from hardware.recording import DRY_RUN, REFUSED, SENT, SUCCESS, open_rollout_store
 from hardware.runner import DeployRunner, RunnerConfig
 from hardware.safety import SafetyConfig
@@ -45,7 +45,8 @@ def robot_config(host: str) -> FrankyConfig:
 
 @pytest.fixture(scope="module")
 def sim():
-    with SimServer(host=None, realtime=True) as server:
+    # Its own process: in this one its 1 kHz Python loop would compete for the GIL with the runner.
+    with SimServerProcess(host=None, realtime=True) as server:
         yield server
 
 
@@ -215,7 +216,7 @@ def test_reflex_is_recovered_once_then_the_run_stops():
     from hardware.faults import FaultInjectingRobot
 
     # Its own simulator: the controller serves one client and the module's robot holds the other.
-    with SimServer(host=None, realtime=True) as sim, FaultInjectingRobot(robot_config(sim.host), faults={4: "reflex"}) as r:
+    with SimServerProcess(host=None, realtime=True) as sim, FaultInjectingRobot(robot_config(sim.host), faults={4: "reflex"}) as r:
         _, once = run(r, tiny(), max_steps=12)
     assert once.stop_reason == "max_steps", once.message
     s = once.log.summary()
@@ -223,7 +224,7 @@ def test_reflex_is_recovered_once_then_the_run_stops():
     assert any("recovered at step" in e for e in s["events"])
     assert (once.episode["status"][:, 0] == REFUSED).sum() == 1  # the step that hit the reflex sent nothing
 
-    with SimServer(host=None, realtime=True) as sim, \
+    with SimServerProcess(host=None, realtime=True) as sim, \
             FaultInjectingRobot(robot_config(sim.host), faults={3: "reflex", 7: "silent_reflex"}) as r:
         _, twice = run(r, tiny(), max_steps=20)
         assert twice.stop_reason == "reflex" and "after 1 recovery" in twice.message
@@ -251,7 +252,7 @@ def test_scripted_policy_drives_toward_the_cube_inside_the_box(robot):
 
 def test_end_effector_outside_the_box_stops_the_run():
     box = SafetyConfig(workspace_min=[0.25, -0.35, 0.05], workspace_max=[0.75, 0.35, 0.2])  # the ready pose is ~0.48 m high
-    with SimServer(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), box) as r:
+    with SimServerProcess(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), box) as r:
         start = r.get_state().eef_pos
         _, result = run(r, tiny(), max_steps=10)
     assert start[2] > 0.25, start
