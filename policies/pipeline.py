@@ -59,6 +59,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     from envs.rollout import evaluate
     from envs.seeds import eval_seeds
     from policies.registry import POLICIES
+    from toto_robot.action import ATTR_KEY, check_convention
     from toto_robot.config import to_dict
     from toto_robot.episode_store import EpisodeStore
 
@@ -66,6 +67,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     collection = ensure_demos(cfg)
     demos = EpisodeStore.open(cfg.demos.out, shape_meta=None)
+    check_convention(demos.attrs.get(ATTR_KEY), cfg.env.action, f"demos {cfg.demos.out}")  # actions must mean what the env does
     demos.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
     name = cfg.policy.get("name")
     policy = POLICIES.build(name, cfg.policy, demos, out_dir)

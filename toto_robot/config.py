@@ -28,12 +28,25 @@ def as_dataclass(cls: type[T], cfg: Any) -> T:
     """Validate `cfg` (DictConfig, dict or None) against dataclass `cls` and return an instance."""
     try:
         schema = OmegaConf.structured(cls)
+        _writable(schema)
         if cfg is not None:
-            node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+            # Interpolations (e.g. runner.control_hz: ${robot.action.control_hz}) resolve against the
+            # whole config this node came from, before it is merged into a schema of its own.
+            node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
             schema = OmegaConf.merge(schema, node)
         return OmegaConf.to_object(schema)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"config does not fit {cls.__name__}: {e}") from e
+
+
+def _writable(node: DictConfig) -> None:
+    """Clear the read-only flag OmegaConf puts on frozen dataclasses (e.g. ActionConvention): the
+    YAML fills them in here; the instance built from the schema is still frozen."""
+    OmegaConf.set_readonly(node, None)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
