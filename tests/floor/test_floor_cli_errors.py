@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toto_robot.action import ATTR_KEY, ActionConvention
 from toto_robot.cli import user_errors
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.spec import franka_shape_meta
@@ -50,7 +51,7 @@ def _store(tmp_path: Path) -> Path:
     ep = {k: rng.uniform(-1, 1, (5, *s.shape)).astype(s.dtype) for k, s in sm.data_spec().items()}
     ep["agentview_image"] = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     path = tmp_path / "demo.zarr"
-    EpisodeStore.create(path, sm).add_episode(ep)
+    EpisodeStore.create(path, sm, attrs={ATTR_KEY: ActionConvention().to_dict()}).add_episode(ep)
     return path
 
 
