@@ -25,12 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.config import CubePickConfig
-from envs.seeds import TRAIN_SEEDS
+from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 from toto_robot.action import ATTR_KEY, check_convention
 from toto_robot.config import to_dict
 from toto_robot.spec import ArraySpec
 
 MOTIONS = ("expert", "random", "mixed")
+SEED_SPLITS = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}
 SEED_KEY = "episode_seed"  # per-step extra array: the env seed of the episode (provenance, resume)
 # Per-step extra arrays next to the observations: provenance and privileged state for probes.
 # cube_quat (w-x-y-z) carries the cube's yaw for the oracle policy and the encoder probes;
@@ -47,7 +48,8 @@ class CollectConfig:
     n_episodes: int = 100  # episodes to have in the store when done
     out: str = "data/cube_pick_demos.zarr"
     workers: int = 2
-    seed_offset: int = 0  # first training seed used (seeds are envs.seeds.TRAIN_SEEDS)
+    seed_offset: int = 0  # first seed used, counted from the start of the seed split
+    seed_split: str = "train"  # "train" (envs.seeds.TRAIN_SEEDS) | "eval" (EVAL_SEEDS: held-out data for probes)
     expert_noise: float = 0.05  # std of the expert's action noise
     motion: str = "expert"  # "expert", "random" (smooth random actions) or "mixed" (alternating)
     keep_failures: bool = False  # store failed episodes too (sim videos for pre-training)
@@ -184,7 +186,10 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{cfg.out} lacks the collector's extra arrays {missing}: not written by collect_demos, cannot resume it")
     stored_before = store.n_episodes
-    next_seed = cfg.seed_offset
+    if cfg.seed_split not in SEED_SPLITS:
+        raise ValueError(f"seed_split must be one of {sorted(SEED_SPLITS)}, got {cfg.seed_split!r}")
+    seeds = SEED_SPLITS[cfg.seed_split]
+    next_seed = seeds.start + cfg.seed_offset
     if store.n_steps:
         next_seed = max(next_seed, int(store.array(SEED_KEY)[: store.n_steps].max()) + 1)
     max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 20
@@ -209,8 +214,8 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
             needed = cfg.n_episodes - store.n_episodes
             while (in_flight + len(pending) < min(cfg.workers * 2, needed + cfg.workers)
                    and attempts + in_flight + len(pending) < max_attempts):
-                if next_seed >= TRAIN_SEEDS.stop:
-                    raise RuntimeError("ran out of training seeds")
+                if next_seed >= seeds.stop:
+                    raise RuntimeError(f"ran out of {cfg.seed_split} seeds")
                 tasks.put(next_seed)
                 next_seed, in_flight = next_seed + 1, in_flight + 1
             if in_flight == 0:
