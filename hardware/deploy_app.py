@@ -65,8 +65,9 @@ class Session:
     settings: SessionConfig
     sim: Any = None
 
-    def shape_meta(self) -> ShapeMeta:
-        return franka_shape_meta(list(self.cameras), self.settings.image_size)
+    def shape_meta(self, image_size: int | None = None) -> ShapeMeta:
+        """What this session provides: every camera (resized to `image_size`) and the robot state."""
+        return franka_shape_meta(list(self.cameras), image_size or self.settings.image_size)
 
     def open_store(self, shape_meta: ShapeMeta, source: str, extra_attrs: dict[str, Any] | None = None) -> EpisodeStore | None:
         if not self.record.store:
@@ -162,15 +163,14 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
 
 def deploy(cfg: DictConfig) -> list[RolloutResult]:
     """deploy_policy.py: policy from `checkpoint` or `policy`, rollouts recorded to `record.store`."""
-    from hardware.policy_loader import build_policy
+    from hardware.policy_loader import build_policy, checkpoint_image_size
 
+    node = _policy_node(cfg)
+    image_size = checkpoint_image_size(node["checkpoint"]) if node.get("checkpoint") else None
     with open_session(cfg) as session:
-        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
-        if cfg.get("checkpoint"):
-            node["checkpoint"] = cfg.checkpoint
         if session.sim is not None and node.get("type") == "scripted" and "cube_pos" not in node:
             node["cube_pos"] = session.sim.cube_pos().tolist()
-        policy = build_policy(node, session.shape_meta())
+        policy = build_policy(node, session.shape_meta(image_size), getattr(session.robot, "action_convention", None))
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
         return run_rollouts(session, policy, store, session.settings.episodes, meta)
@@ -221,11 +221,11 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
     store, episode = load_episode(cfg.store, cfg.episode)
     if cfg.mode == "offline":
         from hardware.policy_loader import build_policy
+        from toto_robot.action import ATTR_KEY, ActionConvention
 
-        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
-        if cfg.get("checkpoint"):
-            node["checkpoint"] = cfg.checkpoint
-        policy = build_policy(node, store.shape_meta)
+        stored = store.attrs.get(ATTR_KEY)
+        policy = build_policy(_policy_node(cfg), store.shape_meta, ActionConvention.from_dict(stored) if stored else None,
+                              what=f"store {cfg.store}")
         report = compare_actions(policy, episode)
         out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()
         plot = plot_comparison(report, out / f"replay_episode_{cfg.episode}.png", f"{cfg.store} episode {cfg.episode}")
@@ -249,6 +249,17 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
             summary["eef_pos_error_m"] = float(np.linalg.norm(eef[:n] - episode["eef_pos"][:n], axis=1).max())
         print(f"online replay: {summary}")
         return summary
+
+
+def _policy_node(cfg: DictConfig) -> dict[str, Any]:
+    """`policy` node (type + keys, or runtime keys of a checkpoint's class) with `checkpoint` merged in.
+
+    With a checkpoint, the `type` default of the config file does not apply (the file names its class)."""
+    node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
+    if cfg.get("checkpoint"):
+        node = {k: v for k, v in node.items() if k != "type"}
+        node["checkpoint"] = cfg.checkpoint
+    return node
 
 
 def _hydra_dir() -> Path:

@@ -1,5 +1,15 @@
-"""Policies trained or scripted on top of the floor, built by name from `conf/policy/*.yaml`.
+"""Behaviour cloning on the frozen Toto encoder, built on robomimic 0.3.0's algorithms.
 
-`policies.registry.POLICIES` maps a policy name to a builder; behaviour-cloning algorithms on
-the frozen Toto encoder register here next to the scripted expert.
+- `config`: typed configs (`policy/`, `encoder/` hydra groups, `obs`, `train`);
+- `encoders`: the Toto encoder as a robomimic core, random-shift augmentation;
+- `algos`: robomimic configs and algorithms (BC, BC-RNN, BC-Transformer, chunked BC);
+- `dataset`, `feature_cache`, `normalize`: training batches from zarr episode stores;
+- `bc_policy`: the trained policy behind `toto_robot.policy.Policy`, as one checkpoint;
+- `train`, `evaluation`, `latency`, `report`, `pipeline`, `study`: the jobs of the root scripts.
 """
+
+import contextlib
+import io
+
+with contextlib.redirect_stdout(io.StringIO()):  # robomimic nags on import about an optional private settings file
+    import robomimic.macros  # noqa: F401
