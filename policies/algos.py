@@ -17,7 +17,7 @@ from torch import nn
 
 import policies.encoders  # noqa: F401  (registers TotoCore, RandomShift and the toto modality with robomimic)
 from policies.config import BCConfig
-from policies.encoders import TOTO_MODALITY
+from policies.encoders import TOTO_MODALITY, frozen_encoder
 from toto_robot.spec import ShapeMeta
 
 
@@ -30,7 +30,7 @@ def modalities(cfg: BCConfig) -> dict[str, list[str]]:
 
 def obs_key_shapes(cfg: BCConfig, shape_meta: ShapeMeta) -> OrderedDict[str, list[int]]:
     """Per-step shapes as the network sees them: low-dim (D,), rgb (3, H, W) after robomimic's
-    processing, toto (H, W, 3) or (K, H, W, 3) with a frame history."""
+    processing, toto (K * 256, D) token features of the frozen encoder."""
     shapes: OrderedDict[str, list[int]] = OrderedDict()
     for key in cfg.low_dim_keys:
         shapes[key] = list(shape_meta.obs[key].shape)
@@ -38,8 +38,13 @@ def obs_key_shapes(cfg: BCConfig, shape_meta: ShapeMeta) -> OrderedDict[str, lis
         h, w, c = shape_meta.obs[key].shape
         if cfg.encoder.kind == "resnet18":
             shapes[key] = [c, h, w]
-        else:
-            shapes[key] = [h, w, c] if cfg.obs.history == 1 else [cfg.obs.history, h, w, c]
+            continue
+        e = cfg.encoder
+        enc = frozen_encoder(e.artifact, "random" if e.kind == "toto_random" else "pretrained", e.seed)
+        if (h, w) != (enc.image_size, enc.image_size):
+            raise ValueError(f"the encoder reads {enc.image_size}x{enc.image_size} frames, the observation "
+                             f"{key!r} is {h}x{w}: collect the demos with env.render_size={enc.image_size}")
+        shapes[key] = list(enc.feature_shape(cfg.obs.history))
     return shapes
 
 
@@ -86,8 +91,8 @@ def robomimic_config(cfg: BCConfig) -> Any:
             "core_kwargs": {"artifact": e.artifact, "weights": "random" if e.kind == "toto_random" else "pretrained",
                             "seed": e.seed, "layer": e.layer, "pooling": e.pooling, "pool_heads": e.pool_heads,
                             "feature_dimension": e.feature_dim},
-            "obs_randomizer_class": shift.get("obs_randomizer_class"),
-            "obs_randomizer_kwargs": shift.get("obs_randomizer_kwargs", {}),
+            "obs_randomizer_class": None,  # toto frames are shifted before encoding (policies.dataset)
+            "obs_randomizer_kwargs": {},
         })
     return rc
 

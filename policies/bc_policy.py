@@ -77,6 +77,8 @@ class RobomimicPolicy:
         self.algo = build_algo(config, shape_meta, self.device)
         self.algo.set_eval()
         self.context = window(config)[0] + 1 if config.algo.name == "bc_transformer" else 1
+        cores = [m for m in self.algo.nets.modules() if isinstance(m, TotoCore)]
+        self._core = cores[0] if cores else None  # every camera's core shares one frozen encoder, layer and history
         self.reset()
 
     # ------------------------------------------------------------------ Policy
@@ -107,7 +109,8 @@ class RobomimicPolicy:
         import robomimic.utils.obs_utils as ObsUtils
 
         step = {k: self.normalizers.normalize_obs(k, canonical_low_dim(k, obs[k])) for k in self.config.low_dim_keys}
-        for k in self.config.camera_keys:
+        cams = self.config.camera_keys
+        for k in cams:
             if self.config.encoder.kind == "resnet18":
                 step[k] = ObsUtils.process_obs(obs[k], obs_modality="rgb")
             elif self.config.obs.history == 1:
@@ -116,6 +119,11 @@ class RobomimicPolicy:
                 frames = self._frames[k]
                 frames.append(obs[k])
                 step[k] = np.stack([frames[0]] * (frames.maxlen - len(frames)) + list(frames))
+        if self._core is not None and cams:
+            # All cameras through the frozen encoder in one batch (one call instead of one per camera);
+            # the cores then take the token features, as they do from the training feature cache.
+            feats = self._core.token_features(torch.as_tensor(np.stack([step[k] for k in cams])).to(self.device))
+            step.update({k: feats[i].cpu().numpy() for i, k in enumerate(cams)})
         return step
 
     # ------------------------------------------------------------------ checkpoint

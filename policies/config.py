@@ -131,4 +131,4 @@ class TrainConfig:
     eval_every: int = 0  # epochs between rollout evaluations (0 = only the final job evaluation)
     eval_episodes: int = 10  # on validation seeds (disjoint from demos and from the final held-out seeds)
     checkpoint_every: int = 1  # epochs between resumable training states
-    num_threads: int = 0  # torch intra-op threads (0 = torch's default)
+    num_threads: int = 1  # torch intra-op threads (0 = torch's default); see conf/train_policy.yaml

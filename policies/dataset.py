@@ -14,13 +14,14 @@ frames or cached features), so a batch is a few numpy gathers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from policies.encoders import random_shift
 from policies.normalize import Normalizers, canonical_low_dim
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.spec import SpecError
@@ -79,14 +80,19 @@ class WindowBatches:
     """Shuffled batches of windows over `data`; an iterable with `len` as robomimic's run_epoch takes.
 
     before/after: window steps before and after t; history: camera key -> K frames per window step
-    (only for raw frames; cached features already hold their history). Shuffling is seeded by
-    (seed, epoch), so a resumed run draws the same batches as an uninterrupted one.
+    (only for raw frames; cached features already hold their history). featurize: camera key ->
+    frames (N, [K,] H, W, 3) -> token features, for frozen-encoder cameras read as frames (no
+    cache, e.g. with `shift`-pixel random-shift augmentation, the same shift for a sample's K
+    frames). Shuffling is seeded by (seed, epoch), so a resumed run draws the same batches as an
+    uninterrupted one.
     """
 
     def __init__(self, data: DemoData, normalizers: Normalizers, batch_size: int, before: int = 0, after: int = 0,
-                 history: dict[str, int] | None = None, seed: int = 0, drop_last: bool = False) -> None:
+                 history: dict[str, int] | None = None, seed: int = 0, drop_last: bool = False,
+                 featurize: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None, shift: int = 0) -> None:
         if data.n_steps == 0:
             raise ValueError("the training data holds no steps")
+        self.featurize, self.shift = dict(featurize or {}), shift
         self.data, self.batch_size, self.before, self.after = data, batch_size, before, after
         self.history = {k: v for k, v in (history or {}).items() if k in data.cameras and data.cameras[k].dtype == np.uint8}
         self.seed, self.epoch, self.drop_last = seed, 0, drop_last
@@ -121,4 +127,17 @@ class WindowBatches:
             else:  # (B, T, K, ...): the K frames up to each window step, edge-padded at the episode start
                 h = np.maximum(w[..., None] + np.arange(1 - kk, 1), self._start[t][:, None, None])
                 obs[k] = torch.from_numpy(arr[h])
+            if k in self.featurize:
+                obs[k] = self._features(k, obs[k], kk)
         return {"obs": obs, "actions": torch.from_numpy(self.actions[w])}
+
+    def _features(self, key: str, frames: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, T, [K,] H, W, 3) frames -> (B, T, K * 256, D) features, shifted first if asked."""
+        b, t = frames.shape[:2]
+        x = frames.reshape(b * t, k, *frames.shape[-3:])
+        if self.shift:
+            # the K frames as channels: one shift per sample, the same for its whole history
+            stacked = x.permute(0, 2, 3, 1, 4).reshape(b * t, *x.shape[2:4], k * 3)
+            x = random_shift(stacked, self.shift, channels_last=True).reshape(b * t, *x.shape[2:4], k, 3).permute(0, 3, 1, 2, 4)
+        feats = self.featurize[key](x if k > 1 else x[:, 0])
+        return feats.reshape(b, t, *feats.shape[1:])

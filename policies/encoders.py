@@ -2,9 +2,9 @@
 
 robomimic finds encoder cores and randomizers by class name once their module is imported
 (`EncoderCore.__init_subclass__` registers them), so import this module before building an algo.
-Camera keys the Toto core reads use the `toto` modality, whose processing is the identity:
-frames stay (.., H, W, 3) with values 0..255, the layout the dVAE tokenizer takes, instead of
-robomimic's CHW [0, 1] `rgb` processing (which the ResNet baseline uses).
+Camera keys the Toto core reads use the `toto` modality, whose processing is the identity
+(their network inputs are token features), instead of robomimic's CHW [0, 1] `rgb` processing
+of frames (which the ResNet baseline uses).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _ENCODERS: dict[tuple[str | None, str, int], TotoEncoder] = {}
 
 
 class TotoModality(Modality):
-    """Frames for the Toto core: no channel swap or scaling (the tokenizer does its own)."""
+    """Token features for the Toto core: nothing to convert."""
 
     name = TOTO_MODALITY
 
@@ -70,13 +70,13 @@ def random_like(encoder: TotoEncoder, seed: int) -> TotoEncoder:
 
 
 class TotoCore(EncoderCore):
-    """Frozen Toto encoder + trainable pooling head -> (feature_dimension,) per sample.
+    """Frozen Toto encoder + trainable pooling head: token features (K * 256, D) -> (feature_dimension,).
 
-    Input per sample, either frames (H, W, 3) or a history (K, H, W, 3) with values 0..255
-    (uint8, or float after robomimic's batch conversion), or the token features the encoder
-    makes of them, (K * 256, D) - what the feature cache stores. Frames are tokenized one by one
-    and the K * 256 tokens run causally through the transformer up to `layer`; no gradient ever
-    reaches the encoder (it runs under no_grad and its parameters are frozen).
+    The network input of a camera key is the token features the frozen encoder makes of its
+    frame (or its K-frame history), not the frames: robomimic's sequence models check every input's
+    rank, and features are also what the feature cache stores. `token_features` turns frames
+    into them - called by the cache builder, by the training batches when the cache is off, and
+    by the policy at inference - under no_grad, so no gradient ever reaches the encoder.
     """
 
     def __init__(
@@ -91,17 +91,14 @@ class TotoCore(EncoderCore):
         feature_dimension: int = 64,
     ) -> None:
         super().__init__(input_shape=input_shape)
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) not in (3, 4) or shape[-1] != 3:
-            raise ValueError(f"TotoCore input must be (H, W, 3) or (K, H, W, 3) frames, got {shape}")
         self.encoder = frozen_encoder(artifact, weights, seed)
-        self.frame_shape = shape[-3:]
-        self.history = shape[0] if len(shape) == 4 else 1
-        if self.frame_shape[:2] != (self.encoder.image_size, self.encoder.image_size):
-            raise ValueError(f"the encoder reads {self.encoder.image_size}x{self.encoder.image_size} frames, "
-                             f"the observation is {self.frame_shape[0]}x{self.frame_shape[1]}")
+        self.token_shape = tuple(int(s) for s in input_shape)
+        n_tokens, dim = self.token_shape
+        if dim != self.encoder.feature_dim or n_tokens % self.encoder.n_tokens_per_frame:
+            raise ValueError(f"TotoCore input {self.token_shape} is not (K * {self.encoder.n_tokens_per_frame}, "
+                             f"{self.encoder.feature_dim}) token features of this encoder")
+        self.history = n_tokens // self.encoder.n_tokens_per_frame
         self.layer = self.encoder.layer if layer is None else int(layer)
-        self.token_shape = self.encoder.feature_shape(self.history)
         self.pool = build_pooling(PoolingConfig(pooling, n_heads=pool_heads, out_dim=feature_dimension), self.encoder.feature_dim)
         self.feature_dimension = feature_dimension
 
@@ -110,39 +107,52 @@ class TotoCore(EncoderCore):
 
     @torch.no_grad()
     def token_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, [K,] H, W, 3), 0..255 -> (B, K * 256, D) float32 features of `layer`."""
+        """frames (B, [K,] H, W, 3), 0..255 -> (B, K * 256, D) features of `layer`, float32 values
+        rounded to float16: what the feature cache stores, so cached and live features are identical."""
         if frames.dtype != torch.uint8:
             frames = frames.round().clamp(0, 255).to(torch.uint8)
         codes = self.encoder.tokenize(frames)  # (B, [K,] 256)
-        return self.encoder.token_features(codes.reshape(codes.shape[0], -1), layer=self.layer)
+        feats = self.encoder.token_features(codes.reshape(codes.shape[0], -1), layer=self.layer).half()
+        if not torch.isfinite(feats).all():
+            raise ValueError(f"encoder features of layer {self.layer} overflow float16 (|x| > 65504) or are not finite")
+        return feats.float()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if tuple(inputs.shape[1:]) == self.token_shape:
-            feats = inputs.float()
-        elif tuple(inputs.shape[1:]) == tuple(self.input_shape):
-            feats = self.token_features(inputs)
-        else:
-            raise ValueError(f"TotoCore expects frames {tuple(self.input_shape)} or token features {self.token_shape} "
-                             f"per sample, got {tuple(inputs.shape[1:])}")
-        return self.pool(feats)
+        if tuple(inputs.shape[1:]) != self.token_shape:
+            raise ValueError(f"TotoCore expects token features {self.token_shape} per sample, got {tuple(inputs.shape[1:])}")
+        return self.pool(inputs.float())
 
     def __repr__(self) -> str:
-        return (f"TotoCore(input_shape={tuple(self.input_shape)}, layer={self.layer}, history={self.history}, "
-                f"encoder={self.encoder.encoder_hash[:12]}, pool={self.pool.config})")
+        return (f"TotoCore(tokens={self.token_shape}, layer={self.layer}, encoder={self.encoder.encoder_hash[:12]}, "
+                f"pool={self.pool.config})")
+
+
+def random_shift(x: torch.Tensor, pad: int, channels_last: bool) -> torch.Tensor:
+    """Shift each image by up to +-pad pixels (edges replicated; DrQ's augmentation), shape kept.
+    x: (..., H, W, C) if channels_last else (..., C, H, W)."""
+    y = x.movedim(-1, -3) if channels_last else x
+    lead, (c, h, w) = y.shape[:-3], y.shape[-3:]
+    y = y.reshape(-1, c, h, w).float()
+    n = y.shape[0]
+    padded = torch.nn.functional.pad(y, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), device=y.device)
+    rows = torch.arange(h, device=y.device)[None, :] + dy[:, None]  # (n, h)
+    cols = torch.arange(w, device=y.device)[None, :] + dx[:, None]  # (n, w)
+    idx = torch.arange(n, device=y.device)[:, None, None, None]
+    ch = torch.arange(c, device=y.device)[None, :, None, None]
+    out = padded[idx, ch, rows[:, None, :, None], cols[:, None, None, :]].reshape(*lead, c, h, w).to(x.dtype)
+    return out.movedim(-3, -1) if channels_last else out
 
 
 class RandomShift(Randomizer):
-    """Random image shift (pad by replicating edges, crop back at a random offset; DrQ), training only.
-
-    Works on frames in either layout robomimic hands over: (.., H, W, 3) (toto) or (.., 3, H, W)
-    (rgb); the shape is unchanged, so it composes with any core.
-    """
+    """`random_shift` as a robomimic randomizer (training only) for frames the network reads
+    directly (rgb: (.., 3, H, W), the ResNet baseline). Toto frames are shifted by the training
+    batches before they are encoded (their network inputs are features)."""
 
     def __init__(self, input_shape: list[int], pad: int = 4) -> None:
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.pad = int(pad)
-        self.channels_last = self.input_shape[-1] == 3
 
     def output_shape_in(self, input_shape: Any = None) -> list[int]:
         return list(input_shape if input_shape is not None else self.input_shape)
@@ -151,18 +161,7 @@ class RandomShift(Randomizer):
         return list(input_shape)
 
     def _forward_in(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs.movedim(-1, -3) if self.channels_last else inputs
-        lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
-        x = x.reshape(-1, c, h, w).float()
-        n, p = x.shape[0], self.pad
-        padded = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate")
-        dx, dy = torch.randint(0, 2 * p + 1, (2, n), device=x.device)
-        rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])  # (n, h)
-        cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])  # (n, w)
-        out = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-                     rows[:, None, :, None], cols[:, None, None, :]]
-        out = out.reshape(*lead, c, h, w).to(inputs.dtype)
-        return out.movedim(-3, -1) if self.channels_last else out
+        return random_shift(inputs, self.pad, channels_last=self.input_shape[-1] == 3)
 
     def _forward_out(self, inputs: torch.Tensor) -> torch.Tensor:
         return inputs

@@ -211,8 +211,14 @@ def _worker(env_cfg: dict[str, Any], tasks: Any, results: Any) -> None:
     env = CubePickEnv(env_cfg)
     loaded: tuple[str, Any, list[str]] | None = None
     quota: dict[str, dict[bool, int]] = {}
+    parent = mp.parent_process()
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=2.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                break  # the main process was killed: do not linger
+            continue
         if task is None:
             break
         ref, digest, seed, record, n_videos, run_id = task

@@ -98,8 +98,9 @@ def prepare(cfg: BCConfig, store: EpisodeStore, episodes: Sequence[int], device:
 
 
 def run_id(cfg: BCConfig, train: TrainConfig, store: EpisodeStore, episodes: Sequence[int]) -> dict[str, Any]:
-    """What a resumable training state must match: configs, episodes and the store's content."""
-    tcfg = {k: v for k, v in to_dict(train).items() if k not in ("checkpoint_every", "num_threads", "eval_episodes")}
+    """What a resumable training state must match: configs, episodes and the store's content.
+    Not the epoch count (a rerun with more epochs trains on), nor how often it saves."""
+    tcfg = {k: v for k, v in to_dict(train).items() if k not in ("epochs", "checkpoint_every", "num_threads")}
     return {"policy": to_dict(cfg), "train": tcfg, "episodes": list(map(int, episodes)),
             "dataset": dataset_fingerprint(store)}
 
@@ -122,7 +123,9 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
     prepare_s = time.perf_counter() - t0
     before, after = window(cfg)
     history = dict.fromkeys(cfg.camera_keys, cfg.obs.history)
-    batches = WindowBatches(data, policy.normalizers, train_cfg.batch_size, before, after, history, seed=train_cfg.seed)
+    live = {k: core.token_features for k, core in toto_cores(policy).items() if data.cameras[k].dtype == np.uint8}
+    batches = WindowBatches(data, policy.normalizers, train_cfg.batch_size, before, after, history, seed=train_cfg.seed,
+                            featurize=live, shift=cfg.encoder.shift if live else 0)
 
     curves, best_epoch, best = Curves(), 0, None
     state_path = run_dir / STATE_FILE
