@@ -224,7 +224,8 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
         from toto_robot.action import ATTR_KEY, ActionConvention
 
         stored = store.attrs.get(ATTR_KEY)
-        policy = build_policy(_policy_node(cfg), store.shape_meta, ActionConvention.from_dict(stored) if stored else None,
+        node = _policy_node(cfg)
+        policy = build_policy(node, store.shape_meta, ActionConvention.from_dict(stored) if stored else None,
                               what=f"store {cfg.store}")
         report = compare_actions(policy, episode)
         out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()

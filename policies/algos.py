@@ -90,7 +90,7 @@ def robomimic_config(cfg: BCConfig) -> Any:
             "core_class": "TotoCore",
             "core_kwargs": {"artifact": e.artifact, "weights": "random" if e.kind == "toto_random" else "pretrained",
                             "seed": e.seed, "layer": e.layer, "pooling": e.pooling, "pool_heads": e.pool_heads,
-                            "feature_dimension": e.feature_dim},
+                            "feature_dimension": e.feature_dim, "keypoints": e.keypoints},
             "obs_randomizer_class": None,  # toto frames are shifted before encoding (policies.dataset)
             "obs_randomizer_kwargs": {},
         })

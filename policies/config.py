@@ -72,7 +72,8 @@ class EncoderConfig:
     layer: int | None = None  # toto: 0 (token embedding) .. the artifact's exported layer (None)
     pooling: str = "attention"  # attention | avg (trainable, one head per camera)
     pool_heads: int = 4
-    feature_dim: int = 64  # features per camera handed to the policy network
+    feature_dim: int = 64  # pooled features per camera handed to the policy network
+    keypoints: int = 16  # toto: spatial-softmax keypoints per frame over the token grid (0 = pooling only)
     seed: int = 0  # toto_random: weight seed
     privileged: list[str] = field(default_factory=list)  # oracle: store extras read instead of images
     shift: int = 0  # random-shift augmentation in pixels (0 = off); disables the feature cache

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from robomimic.models.base_nets import SpatialSoftmax
 from robomimic.models.obs_core import EncoderCore, Randomizer
 from robomimic.utils.obs_utils import Modality
 
@@ -70,7 +71,16 @@ def random_like(encoder: TotoEncoder, seed: int) -> TotoEncoder:
 
 
 class TotoCore(EncoderCore):
-    """Frozen Toto encoder + trainable pooling head: token features (K * 256, D) -> (feature_dimension,).
+    """Frozen Toto encoder + trainable heads: token features (K * 256, D) -> (feature_dimension,),
+    or (2 * feature_dimension,) with keypoints.
+
+    The pooling head (attention or average) summarises what is in the image; pooling discards
+    where, and RoPE transformers carry little absolute position in their features, so
+    `keypoints` > 0 adds robomimic's SpatialSoftmax over each frame's 16x16 token grid: learned
+    1x1 projections whose softmax over the grid gives expected (x, y) image coordinates, the
+    standard visuomotor way to read positions precisely; a linear layer maps them to
+    feature_dimension features (as robomimic's VisualCore does: its encoders' outputs pass a ReLU,
+    which would cut raw coordinates in half).
 
     The network input of a camera key is the token features the frozen encoder makes of its
     frame (or its K-frame history), not the frames: robomimic's sequence models check every input's
@@ -89,6 +99,7 @@ class TotoCore(EncoderCore):
         pooling: str = "attention",
         pool_heads: int = 4,
         feature_dimension: int = 64,
+        keypoints: int = 0,
     ) -> None:
         super().__init__(input_shape=input_shape)
         self.encoder = frozen_encoder(artifact, weights, seed)
@@ -101,9 +112,12 @@ class TotoCore(EncoderCore):
         self.layer = self.encoder.layer if layer is None else int(layer)
         self.pool = build_pooling(PoolingConfig(pooling, n_heads=pool_heads, out_dim=feature_dimension), self.encoder.feature_dim)
         self.feature_dimension = feature_dimension
+        self.grid = int(round(self.encoder.n_tokens_per_frame**0.5))
+        self.keypoints = SpatialSoftmax([dim, self.grid, self.grid], num_kp=keypoints, learnable_temperature=True) if keypoints else None
+        self.keypoint_proj = torch.nn.Linear(self.history * keypoints * 2, feature_dimension) if keypoints else None
 
     def output_shape(self, input_shape: Any = None) -> list[int]:
-        return [self.feature_dimension]
+        return [self.feature_dimension * (2 if self.keypoints is not None else 1)]
 
     @torch.no_grad()
     def token_features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -120,7 +134,13 @@ class TotoCore(EncoderCore):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if tuple(inputs.shape[1:]) != self.token_shape:
             raise ValueError(f"TotoCore expects token features {self.token_shape} per sample, got {tuple(inputs.shape[1:])}")
-        return self.pool(inputs.float())
+        x = inputs.float()
+        pooled = self.pool(x)
+        if self.keypoints is None:
+            return pooled
+        b, g = x.shape[0], self.grid
+        frames = x.reshape(b * self.history, g, g, -1).permute(0, 3, 1, 2)  # raster-order tokens -> (B*K, D, 16, 16)
+        return torch.cat([pooled, self.keypoint_proj(self.keypoints(frames).reshape(b, -1))], dim=1)
 
     def __repr__(self) -> str:
         return (f"TotoCore(tokens={self.token_shape}, layer={self.layer}, encoder={self.encoder.encoder_hash[:12]}, "

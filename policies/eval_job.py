@@ -43,7 +43,7 @@ def env_for(cfg: EvalPolicyConfig) -> dict[str, Any]:
 def run(cfg: EvalPolicyConfig) -> dict[str, Any]:
     from envs.seeds import eval_seeds
     from policies.evaluation import RolloutPool
-    from policies.report import write_json
+    from toto_robot.atomic import write_json
 
     out = Path(cfg.out_dir)
     seeds = eval_seeds(cfg.n_episodes, start=cfg.seed_start)

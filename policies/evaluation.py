@@ -91,13 +91,17 @@ class RolloutPool:
     def __init__(self, env_cfg: Any, workers: int = 2) -> None:
         if workers < 1:
             raise ValueError(f"need at least one rollout worker, got {workers}")
+        self.env_cfg = to_dict(env_cfg) if not isinstance(env_cfg, dict) else dict(env_cfg)
+        self.workers = workers
+        self._procs: list[Any] = []  # started on the first episode to run (a resumed job may need none)
+
+    def _start(self) -> None:
         ctx = mp.get_context("spawn")  # no forked GL / torch thread state in workers
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
-        env = to_dict(env_cfg) if not isinstance(env_cfg, dict) else dict(env_cfg)
-        self._procs = [ctx.Process(target=_worker, args=(env, self._tasks, self._results), daemon=True) for _ in range(workers)]
+        self._procs = [ctx.Process(target=_worker, args=(self.env_cfg, self._tasks, self._results), daemon=True)
+                       for _ in range(self.workers)]
         for p in self._procs:
             p.start()
-        self.env_cfg = env
 
     def close(self) -> None:
         for _ in self._procs:
@@ -125,6 +129,8 @@ class RolloutPool:
         record = video_dir is not None and n_videos > 0 and bool(todo)
         start = time.perf_counter()
         run_id = f"{digest[:16]}-{time.monotonic_ns()}"  # workers reset their video quota per run
+        if todo and not self._procs:
+            self._start()
         for seed in todo:
             self._tasks.put((ref, digest, seed, record, n_videos, run_id))
         frames: dict[int, tuple[bool, list[np.ndarray]]] = {}
@@ -216,11 +222,11 @@ def _worker(env_cfg: dict[str, Any], tasks: Any, results: Any) -> None:
         try:
             task = tasks.get(timeout=2.0)
         except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                break  # the main process was killed: do not linger
+            task = ...
+        if task is None or (parent is not None and not parent.is_alive()):
+            break  # closed, or the main process was killed: do not linger on its queued seeds
+        if task is ...:
             continue
-        if task is None:
-            break
         ref, digest, seed, record, n_videos, run_id = task
         try:
             if loaded is None or loaded[0] != digest:

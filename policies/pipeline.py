@@ -112,7 +112,8 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     """The whole job; writes metrics.json, report.md, curves and videos under cfg.out_dir."""
     from envs.seeds import eval_seeds
     from policies.evaluation import EXPERT, RolloutPool
-    from policies.report import summary_table, write_json
+    from policies.report import summary_table
+    from toto_robot.atomic import write_json, write_text
     from toto_robot.episode_store import EpisodeStore
 
     started = time.perf_counter()
@@ -154,7 +155,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     }
     write_json(out / "metrics.json", metrics)
     table = summary_table(rows)
-    (out / "report.md").write_text(f"# train_policy: {cfg.run_name}\n\n{table}\n\nJob wall time {metrics['job_wall_s']:.0f} s "
+    write_text(out / "report.md", f"# train_policy: {cfg.run_name}\n\n{table}\n\nJob wall time {metrics['job_wall_s']:.0f} s "
                                     f"on {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}).\n")
     metrics["table"] = table
     return metrics
@@ -163,7 +164,8 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
 def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: Any, episodes: list[int], run_dir: Path,
                         pool: Any, test_seeds: list[int], val_seeds: list[int]) -> dict[str, Any]:
     from policies.latency import measure_latency, store_observations
-    from policies.report import plot_curves, write_json
+    from policies.report import plot_curves
+    from toto_robot.atomic import write_json
     from policies.train import train
     from toto_robot.policy import load_policy
 

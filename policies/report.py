@@ -1,22 +1,13 @@
-"""What a training job leaves for a person: curves as PNG, a summary table, metrics.json."""
+"""What a training job leaves for a person: curves as PNG and a summary table."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Temp file + rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+from toto_robot.atomic import save_figure
 
 
 def plot_curves(curves: Mapping[str, Any], path: str | os.PathLike, title: str = "") -> Path:
@@ -43,13 +34,7 @@ def plot_curves(curves: Mapping[str, Any], path: str | os.PathLike, title: str =
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from envs.config import CubePickConfig
 from policies.config import AlgoConfig, BCConfig, ObsConfig, TrainConfig
+from toto_robot.atomic import save_figure, write_json, write_text
 from toto_robot.config import to_dict
 
 COLUMNS = ["encoder", "n_demos", "seed", "success_rate", "successes", "n_episodes", "ci_low", "ci_high",
@@ -100,8 +101,6 @@ def run(cfg: StudyConfig) -> dict[str, Any]:
     plot = plot_study(rows, out / "success_vs_demos.png", cfg.eval_episodes)
     meta = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
             "wall_s_this_run": time.perf_counter() - start, "config": to_dict(cfg)}
-    from policies.report import write_json
-
     write_json(out / "study.json", meta)
     return {"csv": str(csv_path), "plot": str(plot), "rows": rows, **meta}
 
@@ -150,9 +149,7 @@ def _append(path: Path, row: dict[str, Any]) -> None:
     writer = csv.DictWriter(buf, COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buf.getvalue())
 
 
 def plot_study(rows: list[dict[str, Any]], path: Path, n_eval: int) -> Path:
@@ -188,8 +185,4 @@ def plot_study(rows: list[dict[str, Any]], path: Path, n_eval: int) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)

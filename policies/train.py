@@ -9,9 +9,7 @@ evaluator, the policy is rolled out every `eval_every` epochs on validation seed
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
 import shutil
 import time
@@ -34,8 +32,6 @@ from policies.normalize import Normalizers
 from toto_robot.action import ATTR_KEY
 from toto_robot.config import to_dict
 from toto_robot.episode_store import EpisodeStore
-
-log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 POLICY_FILE = "policy.safetensors"

@@ -188,7 +188,3 @@ def read_checkpoint(path: str | os.PathLike, load_tensors: bool = True) -> Polic
         code_version=body.get("code_version"),
         path=path,
     )
-
-
-def as_convention(d: Mapping[str, Any] | None) -> ActionConvention | None:
-    return None if d is None else ActionConvention.from_dict(d)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from policies.algos import window
 from policies.config import AlgoConfig, BCConfig, EncoderConfig, ObsConfig, RNNConfig, TrainConfig, TransformerConfig
 from policies.dataset import WindowBatches, load_demos
 from policies.train import RunDirError, prepare, toto_cores, train
@@ -41,7 +40,7 @@ def test_toto_core_output_shape_and_no_gradient_reaches_the_encoder(store_factor
     core = toto_cores(policy)["agentview_image"]
     frames = torch.from_numpy(data.cameras["agentview_image"][:3])
     feats = core.token_features(frames)
-    assert feats.shape == (3, 256, 32) and core(feats).shape == (3, 12) and core.output_shape() == [12]
+    assert feats.shape == (3, 256, 32) and core(feats).shape == (3, 24) and core.output_shape() == [24]  # pooled + keypoints
     trunk = list(core.encoder.parameters())
     before = [p.detach().clone() for p in trunk]
     import robomimic.utils.train_utils as TrainUtils
