@@ -8,6 +8,7 @@ policy being built (one policy trains at a time in a process; inference does not
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -117,10 +118,13 @@ def build_algo(cfg: BCConfig, shape_meta: ShapeMeta, device: torch.device) -> An
     ObsUtils.initialize_default_obs_encoder(rc.observation.encoder)
     shapes = obs_key_shapes(cfg, shape_meta)
     ac_dim = int(shape_meta.action.shape[0])
-    if cfg.algo.chunk > 1:
-        return BCChunk(algo_config=rc.algo, obs_config=rc.observation, global_config=rc, obs_key_shapes=shapes,
-                       ac_dim=ac_dim, device=device, chunk=cfg.algo.chunk)
-    return algo_factory("bc", rc, shapes, ac_dim, device)
+    with warnings.catch_warnings():
+        # robomimic's ResNet18Conv asks torchvision for `pretrained=False`, deprecated wording for no weights
+        warnings.filterwarnings("ignore", message="Arguments other than a weight enum", category=UserWarning)
+        if cfg.algo.chunk > 1:
+            return BCChunk(algo_config=rc.algo, obs_config=rc.observation, global_config=rc, obs_key_shapes=shapes,
+                           ac_dim=ac_dim, device=device, chunk=cfg.algo.chunk)
+        return algo_factory("bc", rc, shapes, ac_dim, device)
 
 
 class BCChunk(BC):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from toto_robot.policy import POLICIES, Policy, load_policy
 from toto_robot.spec import franka_shape_meta
 
 CONVENTION = ActionConvention()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _trained(store, tmp_path, artifact, **enc):
@@ -123,3 +127,12 @@ def _other_artifact(path):
                                          max_seq_len=512)).eval()
     export_encoder(dvae, transformer, path, layer=2, pooling=None)
     return path
+
+
+def test_a_checkpoint_policy_loads_without_envs_or_training_scripts():
+    """What the robot computer imports to run a BC checkpoint: no simulator, no pre-training code."""
+    code = ("import sys, toto_robot.policy as p; p.POLICIES.get('robomimic'); import hardware.policy_loader; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('envs', 'pretrain', 'mujoco')); "
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -57,7 +57,7 @@ def test_toto_core_output_shape_and_no_gradient_reaches_the_encoder(store_factor
 @pytest.mark.parametrize("algo", ["bc", "bc_rnn", "bc_transformer"])
 @pytest.mark.parametrize("encoder", ["toto", "toto_random", "resnet18", "none", "oracle"])
 def test_every_algorithm_encoder_pair_trains_and_acts(algo, encoder, store_factory, tmp_path, tiny_artifact):
-    store = store_factory(n_episodes=2, steps=5)
+    store = store_factory(n_episodes=2, steps=5, size=128 if encoder.startswith("toto") else 48)  # the encoder reads 128 px
     enc = EncoderConfig(kind=encoder, artifact=str(tiny_artifact), pool_heads=2, feature_dim=8, shift=2 if encoder == "resnet18" else 0,
                         privileged=["cube_pos", "cube_quat"] if encoder == "oracle" else [])
     a = {**ALGOS, "bc": AlgoConfig(hidden_dims=[16])}[algo]
