@@ -102,10 +102,14 @@ def check_store(store: Any, spec: Any, convention: Any) -> None:
     """The demo store must have been recorded by this env: same observation spec and convention."""
     from toto_robot.action import ATTR_KEY, check_convention
     from toto_robot.checkpoint import check_provides
+    from toto_robot.spec import SpecError
 
-    check_provides(store.shape_meta, spec, "the env of this job", f"demo store {store.path}")
-    if convention is not None:
-        check_convention(store.attrs.get(ATTR_KEY), convention, f"demo store {store.path}")
+    try:
+        check_provides(store.shape_meta, spec, "the env of this job", f"demo store {store.path}")
+        if convention is not None:
+            check_convention(store.attrs.get(ATTR_KEY), convention, f"demo store {store.path}")
+    except SpecError as e:
+        raise type(e)(f"{e}\n  (collect demos of this env into another store with demos.out=PATH)") from None
 
 
 def run(cfg: TrainPolicyConfig) -> dict[str, Any]:

@@ -136,3 +136,16 @@ def test_a_checkpoint_policy_loads_without_envs_or_training_scripts():
             "assert not bad, bad")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_demo_store_of_another_env_is_refused_before_training(store_factory):
+    from policies.pipeline import check_store
+    from toto_robot.spec import SpecError
+
+    store = store_factory(size=64)
+    with pytest.raises(SpecError, match=r"image size of 'agentview_image': demo store .* expects 64x64, the env .* gives 128x128"
+                                        r"(.|\n)*demos.out=PATH"):
+        check_store(store, franka_shape_meta(["agentview_image", "wrist_image"], 128), None)
+    store._group.attrs[ATTR_KEY] = ActionConvention(max_translation=0.05).to_dict()
+    with pytest.raises(ActionConventionError, match=r"demo store .* \(max_translation: recorded 0.05, expected 0.02\)"):
+        check_store(store, franka_shape_meta(["agentview_image"], 64), CONVENTION)
