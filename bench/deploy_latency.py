@@ -34,6 +34,7 @@ from hardware.realsense import RealSenseConfig  # noqa: E402
 from hardware.realsense_software import SoftwareRealSense  # noqa: E402
 from hardware.runner import DeployRunner, RunnerConfig  # noqa: E402
 from hardware.simple_policies import TinyTorchConfig, TinyTorchPolicy  # noqa: E402
+from toto_robot.action import ActionConvention  # noqa: E402
 
 
 class TorchBurnPolicy(TinyTorchPolicy):
@@ -88,9 +89,9 @@ def main() -> None:
     for f in feeders:
         f.start()
     cameras = {k: d.camera(RealSenseConfig(width=640, height=480, fps=30, warmup_frames=5), name=k) for k, d in zip(keys, devices)}
-    runner_cfg = RunnerConfig(control_hz=args.hz, max_steps=steps, trigger_camera=keys[0], home_at_start=True, on_overrun="skip")
+    runner_cfg = RunnerConfig(action=ActionConvention().at_rate(args.hz), max_steps=steps, trigger_camera=keys[0], home_at_start=True, on_overrun="skip")
     with SimServerProcess(host=None, realtime=True) as sim:
-        robot = FrankyRobot(FrankyConfig(host=sim.host, realtime_config="ignore", control_hz=args.hz, home_speed=0.5))
+        robot = FrankyRobot(FrankyConfig(host=sim.host, realtime_config="ignore", action=ActionConvention().at_rate(args.hz), home_speed=0.5))
         with robot:
             for c in cameras.values():
                 c.connect()

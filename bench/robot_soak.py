@@ -39,6 +39,7 @@ from hardware.franky_sim_server import SimServerProcess
 from hardware.robot import RobotError, RobotLimitError
 from hardware.runner import RunnerConfig
 from hardware.safety import SafetyConfig
+from toto_robot.action import ActionConvention
 
 CALL_LIMIT_MS = 50.0
 OUTSIDE_LIMIT_M = RunnerConfig().workspace_stop_margin  # the deploy runner stops the arm this far outside
@@ -70,7 +71,7 @@ def main() -> int:
     a[6] = -1.0
     print(f"machine: {platform.node()} ({platform.machine()}), {steps} steps at {args.hz} Hz, seed {args.seed}")
     with SimServerProcess(host=None, realtime=True) as sim:
-        with FrankyRobot(FrankyConfig(host=sim.host, realtime_config="ignore", control_hz=args.hz), safety) as robot:
+        with FrankyRobot(FrankyConfig(host=sim.host, realtime_config="ignore", action=ActionConvention().at_rate(args.hz)), safety) as robot:
             robot.move_home()
             f = robot.safety
             sent = refused = limit_stops = 0

@@ -21,6 +21,7 @@ import numpy as np
 from hardware.franky_robot import FrankyConfig, FrankyRobot
 from hardware.franky_sim_server import SimServerProcess
 from hardware.tracking import TrackingConfig, stream_line
+from toto_robot.action import ActionConvention
 
 COLUMNS = ("stops", "min_speed_ratio", "speed_cv", "max_accel", "max_jerk", "tracking_error_rms", "realtime_factor")
 
@@ -39,7 +40,8 @@ def main() -> None:
             for speed in args.speeds:
                 reports = {}
                 for mode in ("naive", "smooth"):
-                    cfg = FrankyConfig(host=sim.host, realtime_config="ignore", use_gripper=False, control_hz=args.hz,
+                    cfg = FrankyConfig(host=sim.host, realtime_config="ignore", use_gripper=False,
+                                       action=ActionConvention().at_rate(args.hz),
                                        tracking=TrackingConfig(mode=mode, relative_dynamics_factor=rdf))
                     with FrankyRobot(cfg) as robot:
                         robot.move_home()

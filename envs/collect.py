@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from envs.config import CubePickConfig
 from envs.seeds import TRAIN_SEEDS
+from toto_robot.action import ATTR_KEY, check_convention
 from toto_robot.config import to_dict
 from toto_robot.provenance import code_version
 from toto_robot.spec import ArraySpec
@@ -28,9 +29,10 @@ from toto_robot.spec import ArraySpec
 MOTIONS = ("expert", "random", "mixed")
 SEED_KEY = "episode_seed"  # per-step extra array: the env seed of the episode (provenance, resume)
 # Per-step extra arrays next to the observations: provenance and privileged state for probes.
-# cube_quat (w-x-y-z) carries the cube's yaw for the oracle policy and the encoder probes.
+# cube_quat (w-x-y-z) carries the cube's yaw for the oracle policy and the encoder probes;
+# cube_size (edge length [m]) lets a replay on franky-sim place the same cube as the episode.
 EXTRAS = {SEED_KEY: ArraySpec((1,), "int64", "meta"), "cube_pos": ArraySpec((3,), "float32", "low_dim"),
-          "cube_quat": ArraySpec((4,), "float32", "low_dim")}
+          "cube_quat": ArraySpec((4,), "float32", "low_dim"), "cube_size": ArraySpec((1,), "float32", "low_dim")}
 
 
 @dataclass
@@ -86,16 +88,17 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
     obs, _ = env.reset(seed=seed)
     policy.reset(seed=seed)
     keys = list(env.shape_meta.obs)
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos", "cube_quat"]}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in [*keys, "action", "cube_pos", "cube_quat", "cube_size"]}
     done = success = False
     while not done:
         action = policy.select_action(obs)
         for k in keys:
             rows[k].append(obs[k])
         rows["action"].append(action)
-        cube_pos, cube_quat, _ = env.cube_pose()
+        cube_pos, cube_quat, half = env.cube_pose()
         rows["cube_pos"].append(cube_pos.astype(np.float32))
         rows["cube_quat"].append(cube_quat.astype(np.float32))
+        rows["cube_size"].append(np.array([2.0 * half], dtype=np.float32))
         obs, _, terminated, truncated, info = env.step(action)
         done, success = terminated or truncated, success or bool(info["is_success"])
     episode = {k: np.stack(v) for k, v in rows.items()}
@@ -140,6 +143,7 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
     cameras = {c: {k: np.asarray(v).tolist() for k, v in p.items()} for c, p in nominal.camera_params().items()}
     nominal.close()
     attrs = {
+        ATTR_KEY: cfg.env.action.to_dict(),  # what the actions mean; readers refuse another convention
         "control_hz": cfg.env.control_hz,
         "camera_params": cameras,  # nominal poses; each episode jitters them (see env_config.randomization)
         "env_id": "toto/CubePick-v0",
@@ -148,6 +152,7 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
         "code_version": code_version(),
     }
     store = EpisodeStore.open_or_create(cfg.out, shape_meta, extras=EXTRAS, attrs=attrs)
+    check_convention(store.attrs.get(ATTR_KEY), cfg.env.action, f"{cfg.out} (resuming it)")
     missing = [k for k in EXTRAS if store.data_spec.get(k) != EXTRAS[k]]
     if missing:
         raise ValueError(f"{cfg.out} lacks the collector's extra arrays {missing}: not written by collect_demos, cannot resume it")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from toto_robot.action import ActionConvention
+from toto_robot.scene import CUBE_SIZE_RANGE, FLOOR_GUARD, LIFT_HEIGHT
+
 
 @dataclass
 class RandomizationConfig:
@@ -13,7 +16,7 @@ class RandomizationConfig:
     cube_x_range: float = 0.1  # spawn uniform in +-x around the table centre [m]
     cube_y_range: float = 0.2  # spawn uniform in +-y [m]
     cube_yaw: bool = True  # uniform yaw in [-pi/4, pi/4) (a cube's yaw is 90-degree periodic)
-    cube_size: tuple[float, float] = (0.04, 0.06)  # edge length range [m]
+    cube_size: tuple[float, float] = CUBE_SIZE_RANGE  # edge length range [m]
     cube_color: bool = True
     table_color: bool = True
     table_texture: bool = True
@@ -28,7 +31,7 @@ class RandomizationConfig:
 class SuccessConfig:
     """Success = cube bottom >= lift_height above the table, grasped, for hold_steps control steps."""
 
-    lift_height: float = 0.05  # [m]
+    lift_height: float = LIFT_HEIGHT  # [m]
     hold_steps: int = 10
     require_grasp: bool = True  # both fingers touching the cube (a thrown cube does not count)
 
@@ -40,20 +43,23 @@ class CubePickConfig:
     render_size: int = 128  # square camera images [px]
     cameras: list[str] = field(default_factory=lambda: ["agentview", "wrist"])
     render_mode: str = "realistic"  # "realistic" (decimated meshes) or "fast" (collision geoms)
-    control_hz: float = 10.0
-    substeps: int = 10  # physics steps per control step; sim_dt = 1 / (control_hz * substeps)
+    # What an action means (conf/action/default.yaml, shared with the robot): targets integrated on
+    # the previous target, per-step scales, control rate. The arm reaches each target within the step.
+    action: ActionConvention = field(default_factory=ActionConvention)
+    substeps: int = 20  # physics steps per control step: sim_dt = 1 / (action.control_hz * substeps)
     episode_len: int = 100  # control steps before truncation
-    # Action 1 puts the TCP target this far from the current TCP [m] / rotates the orientation
-    # target this far [rad]. The joint servos (kv/kp = 0.1 s) lag: in free motion the TCP covers
-    # ~53% of a translation step within the same 0.1 s (steady 0.27 m/s at action 1).
-    max_translation: float = 0.05
-    max_rotation: float = 0.25
     terminate_on_success: bool = True
     start_pos: tuple[float, float, float] = (0.45, 0.0, 0.25)  # TCP start, gripper pointing down [m]
-    workspace_low: tuple[float, float, float] = (0.2, -0.4, 0.0)  # TCP targets are clipped to this box [m]
-    workspace_high: tuple[float, float, float] = (0.8, 0.4, 0.5)
+    # TCP targets are clipped to this box [m]: the robot's default safety box (conf/safety/default.yaml),
+    # whose floor is the floor guard (fingertips above the table), so a policy meets the same walls.
+    workspace_low: tuple[float, float, float] = (0.25, -0.35, FLOOR_GUARD)
+    workspace_high: tuple[float, float, float] = (0.75, 0.35, 0.65)
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     success: SuccessConfig = field(default_factory=SuccessConfig)
+
+    @property
+    def control_hz(self) -> float:
+        return self.action.control_hz
 
     @property
     def sim_dt(self) -> float:

@@ -1,10 +1,15 @@
-"""Task-space control of the arm: damped-least-squares differential IK feeding joint servos.
+"""Task-space control of the arm: damped-least-squares differential IK feeding joint servos that
+track targets the way a Franka does under franky.
 
-Once per control step, `joint_goal` runs a few DLS iterations on a kinematic scratch copy of the
-arm (starting from the measured joints, so a blocked arm never winds up) with a null-space pull
-toward the rest posture (the FR3 is redundant; without it the elbow drifts). The env then
-moves the position-servo set-points from the previous goal to the new one in equal increments at
-every physics substep, so the torque-limited servos (87/12 Nm) never see a step change.
+Once per control step, `DiffIKController.joint_goal` runs two DLS iterations on a kinematic
+scratch copy of the arm (starting from the measured joints, so a blocked arm never winds up; the
+arm sits on its previous target, so two reach a full-scale step as well as four) with a null-space
+pull toward the rest posture (the FR3 is redundant; without it the elbow drifts).
+`ServoTrajectory` then plans the joint set-points of the step's physics substeps: a cubic from
+the previous goal (with its velocity) to the new goal (arriving with the step's mean velocity),
+the same shape as franky's waypoint-with-velocity motions, so the torque-limited servos (87/12 Nm)
+never see a step change, and with velocity feed-forward, so the arm reaches each goal within the
+step instead of lagging a servo time constant behind it.
 """
 
 from __future__ import annotations
@@ -24,15 +29,6 @@ def quat_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
     return vel
 
 
-def axis_angle_quat(rotvec: np.ndarray) -> np.ndarray:
-    """w-x-y-z quaternion of an axis-angle vector [rad]."""
-    angle = float(np.linalg.norm(rotvec))
-    quat = np.array([1.0, 0.0, 0.0, 0.0])
-    if angle > 1e-12:
-        mujoco.mju_axisAngle2Quat(quat, rotvec / angle, angle)
-    return quat
-
-
 class DiffIKController:
     """Joint goals that put the `site_id` site at a target pose.
 
@@ -41,7 +37,7 @@ class DiffIKController:
     """
 
     def __init__(self, model: mujoco.MjModel, site_id: int, arm_qpos: np.ndarray, arm_dof: np.ndarray,
-                 q_rest: np.ndarray, damping: float = 0.03, iters: int = 4, nullspace_gain: float = 0.05) -> None:
+                 q_rest: np.ndarray, damping: float = 0.03, iters: int = 2, nullspace_gain: float = 0.05) -> None:
         self.model = model
         self.site_id = site_id
         self.arm_qpos = arm_qpos
@@ -85,3 +81,37 @@ class DiffIKController:
         """Site position [m] and rotation matrix (3, 3) of the last `joint_goal` result."""
         mujoco.mj_kinematics(self.model, self.scratch)
         return self.scratch.site_xpos[self.site_id].copy(), self.scratch.site_xmat[self.site_id].reshape(3, 3).copy()
+
+
+class ServoTrajectory:
+    """Joint position-servo set-points (substeps, 7) for one control step of `period` [s].
+
+    A position servo with stiffness kp and damping kv pulls toward its set-point with
+    kp * (ctrl - q) - kv * dq; writing ctrl = q_d + (kv / kp) * dq_d turns that into
+    kp * (q_d - q) + kv * (dq_d - dq): tracking of the desired trajectory with velocity
+    feed-forward, no lag in steady motion. `lag` (7,) [s] is kv / kp per joint.
+    """
+
+    def __init__(self, lag: np.ndarray, period: float, substeps: int) -> None:
+        self.lag = np.asarray(lag, dtype=float)
+        self.period = period
+        s = np.arange(1, substeps + 1, dtype=float)[:, None] / substeps
+        # Cubic Hermite basis (position and time derivative) at the end of each substep.
+        self._h = np.hstack([2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2])
+        self._dh = np.hstack([6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s]) / period
+        self.q = np.zeros(len(self.lag))
+        self.v = np.zeros(len(self.lag))
+
+    def reset(self, q: np.ndarray, v: np.ndarray | None = None) -> None:
+        """Start from joints q (7,) [rad] moving at v (7,) [rad/s] (at rest by default)."""
+        self.q = np.asarray(q, dtype=float).copy()
+        self.v = np.zeros_like(self.q) if v is None else np.asarray(v, dtype=float).copy()
+
+    def plan(self, q_goal: np.ndarray) -> np.ndarray:
+        """Set-points (substeps, 7) taking the servos from the last goal to `q_goal` [rad] in one period."""
+        q0, v0, T = self.q, self.v, self.period
+        v1 = (q_goal - q0) / T  # arrive with the step's mean velocity, as franky passes a waypoint
+        coeff = np.stack([q0, T * v0, q_goal, T * v1])  # (4, 7)
+        ctrl = self._h @ coeff + self.lag * (self._dh @ coeff)
+        self.q, self.v = np.asarray(q_goal, dtype=float).copy(), v1
+        return ctrl

@@ -1,14 +1,16 @@
 """CubePickEnv: a gymnasium env where the Franka arm picks up a cube from a table.
 
-Action (7,) float32 in [-1, 1] (toto_robot convention): [0:3] TCP translation delta in the base
-frame x max_translation [m], [3:6] axis-angle rotation delta in the base frame x max_rotation
-[rad], [6] gripper (> 0 close). Observation: `<camera>_image` (render_size^2 x 3 uint8) per
-camera, eef_pos (3) [m], eef_quat (4) w-x-y-z, gripper_width (1) [m], joint_pos (7) [rad].
+Action (7,) float32 in [-1, 1], meaning what it means on the robot (`toto_robot.action`, the
+convention in `cfg.action`): the TCP target moves by [0:3] x max_translation [m] and turns by
+[3:6] x max_rotation [rad] (axis-angle, base frame) from the *previous target*, leading the TCP
+by at most max_lead; [6] > 0 closes the gripper. Observation: `<camera>_image`
+(render_size^2 x 3 uint8) per camera, eef_pos (3) [m], eef_quat (4) w-x-y-z in the hemisphere of
+`EEF_QUAT_REFERENCE` (continuous), gripper_width (1) [m], joint_pos (7) [rad].
 
-Control: each step sets a TCP target (translation relative to the current TCP, rotation relative
-to the previous target), solves differential IK for a joint goal and ramps the FR3's joint
-position servos to it over the physics substeps. The servos lag (kv/kp = 0.1 s): a full
-translation action moves the TCP ~2.7 cm in free motion per 0.1 s step, not 5 cm.
+Control: each step computes the next target (`ActionConvention.next_target`, clipped to the
+workspace box as the robot's safety filter does), solves differential IK for a joint goal and
+moves the joint servos there along a smooth trajectory with velocity feed-forward, so that the
+TCP reaches each target within the step, as a Franka does under franky.
 """
 
 from __future__ import annotations
@@ -20,15 +22,18 @@ import mujoco
 import numpy as np
 
 from envs.config import CubePickConfig
-from envs.controller import DiffIKController, axis_angle_quat
+from envs.controller import DiffIKController, ServoTrajectory
 from envs.gl import select_gl_backend
 from envs.randomization import Nominal, apply_params, sample_params
-from envs.scene import ARM_JOINTS, CAMERAS, FINGER_JOINTS, TABLE_TEXTURES, build_model
+from envs.scene import ARM_JOINTS, CAMERAS, FINGER_JOINTS, build_model
+from toto_robot.action import ActionConvention
 from toto_robot.config import as_dataclass, to_dict
-from toto_robot.spec import ShapeMeta, check_finite_action, franka_shape_meta
+from toto_robot.rotations import quat_canonical
+from toto_robot.scene import TABLE_TEXTURES
+from toto_robot.spec import EEF_QUAT_REFERENCE, ShapeMeta, check_finite_action, franka_shape_meta
 
 GRIPPER_OPEN, GRIPPER_CLOSED = 255.0, 0.0  # hand actuator ctrl range (0 = closed)
-DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])  # TCP pointing down (hand z along world -z)
+DOWN_QUAT = np.array(EEF_QUAT_REFERENCE)  # TCP pointing down (hand z along world -z)
 
 
 def cube_pick_shape_meta(cameras: list[str], render_size: int) -> ShapeMeta:
@@ -58,6 +63,7 @@ class CubePickEnv(gym.Env):
             raise ValueError(f"bad env config: render_size {cfg.render_size}, substeps {cfg.substeps}, "
                              f"control_hz {cfg.control_hz}, episode_len {cfg.episode_len}")
         self.render_mode = cfg.render_mode
+        self.action_convention: ActionConvention = cfg.action
         self.gl_backend = select_gl_backend() if cfg.cameras else None
         self.model = build_model(cfg.render_mode, cfg.sim_dt)
         self.data = mujoco.MjData(self.model)
@@ -74,6 +80,8 @@ class CubePickEnv(gym.Env):
         self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in FINGER_JOINTS])
         self._arm_ctrl = np.array([m.actuator(j).id for j in ARM_JOINTS])
+        lag = -m.actuator_biasprm[self._arm_ctrl, 2] / m.actuator_gainprm[self._arm_ctrl, 0]
+        self.servo = ServoTrajectory(lag, 1.0 / cfg.control_hz, cfg.substeps)
         self._hand_ctrl = m.actuator("hand").id
         self._tcp = m.site("tcp").id
         self._cube_body = m.body("cube").id
@@ -112,6 +120,7 @@ class CubePickEnv(gym.Env):
         d.qpos[self._cube_qpos : self._cube_qpos + 7] = [*params["cube_xy"], float(params["cube_half"]),
                                                          np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         d.ctrl[self._arm_ctrl] = d.qpos[self._arm_qpos]
+        self.servo.reset(d.qpos[self._arm_qpos])
         d.ctrl[self._hand_ctrl] = GRIPPER_OPEN
         mujoco.mj_forward(self.model, d)
         self._target_pos = d.site_xpos[self._tcp].copy()
@@ -122,21 +131,16 @@ class CubePickEnv(gym.Env):
         return self._obs(), self._info(grasped=False, height=0.0)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        a = np.clip(check_finite_action(action, 7), -1.0, 1.0)
+        a = check_finite_action(action, 7)
         cfg, d = self.cfg, self.data
-        tcp = d.site_xpos[self._tcp]
-        # Position relative to where the TCP is (no wind-up against contacts); orientation relative
-        # to the previous target so that zero rotation never drifts.
-        self._target_pos = np.clip(tcp + a[:3] * cfg.max_translation, cfg.workspace_low, cfg.workspace_high)
-        quat = np.empty(4)
-        mujoco.mju_mulQuat(quat, axis_angle_quat(a[3:6] * cfg.max_rotation), self._target_quat)
-        self._target_quat = quat / np.linalg.norm(quat)
-        self._gripper_ctrl = GRIPPER_CLOSED if a[6] > 0 else GRIPPER_OPEN
+        pos, self._target_quat, close = self.action_convention.next_target(
+            self._target_pos, self._target_quat, a, d.site_xpos[self._tcp])
+        self._target_pos = np.clip(pos, cfg.workspace_low, cfg.workspace_high)
+        self._gripper_ctrl = GRIPPER_CLOSED if close else GRIPPER_OPEN
         d.ctrl[self._hand_ctrl] = self._gripper_ctrl
         q_goal = self.controller.joint_goal(d.qpos, self._target_pos, self._target_quat)
-        q_prev = d.ctrl[self._arm_ctrl].copy()
-        for i in range(cfg.substeps):
-            d.ctrl[self._arm_ctrl] = q_prev + (i + 1) / cfg.substeps * (q_goal - q_prev)
+        for ctrl in self.servo.plan(q_goal):
+            d.ctrl[self._arm_ctrl] = ctrl
             mujoco.mj_step(self.model, d)
         mujoco.mj_kinematics(self.model, d)  # site poses and contacts of the new state for obs
         mujoco.mj_collision(self.model, d)
@@ -170,6 +174,7 @@ class CubePickEnv(gym.Env):
             "qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "act": d.act.copy(), "ctrl": d.ctrl.copy(),
             "qacc_warmstart": d.qacc_warmstart.copy(), "time": float(d.time),
             "target_pos": self._target_pos.copy(), "target_quat": self._target_quat.copy(),
+            "servo_q": self.servo.q.copy(), "servo_v": self.servo.v.copy(),
             "gripper_ctrl": self._gripper_ctrl, "steps": self._steps, "held": self._held,
             "params": {k: v.copy() for k, v in self._params.items()},
         }
@@ -184,6 +189,7 @@ class CubePickEnv(gym.Env):
         d.time = state["time"]
         self._target_pos = np.array(state["target_pos"], dtype=float)
         self._target_quat = np.array(state["target_quat"], dtype=float)
+        self.servo.reset(state["servo_q"], state["servo_v"])
         self._gripper_ctrl = float(state["gripper_ctrl"])
         self._steps, self._held = int(state["steps"]), int(state["held"])
         mujoco.mj_forward(self.model, d)
@@ -208,6 +214,12 @@ class CubePickEnv(gym.Env):
             out[cam] = {"intrinsics": k, "extrinsics": pose, "height": size, "width": size}
         return out
 
+    @property
+    def start_joints(self) -> np.ndarray:
+        """Arm joints (7,) [rad] of the nominal start pose (TCP at cfg.start_pos pointing down);
+        resets add `randomization.robot_qpos_noise` to them."""
+        return self._start_q.copy()
+
     def cube_pose(self) -> tuple[np.ndarray, np.ndarray, float]:
         """Privileged cube state: position [m], quaternion w-x-y-z, half edge length [m]."""
         return self.data.xpos[self._cube_body].copy(), self.data.xquat[self._cube_body].copy(), float(self._params["cube_half"])
@@ -215,8 +227,7 @@ class CubePickEnv(gym.Env):
     # ---------------------------------------------------------------- internals
     def _apply(self, params: dict[str, np.ndarray]) -> None:
         self._params = params
-        apply_params(self.model, params, self._nominal, self._cube_geom, self._cube_body, self._table_geom,
-                     self._table_mats, self._light)
+        apply_params(self.model, params, self._nominal, self._cube_geom, self._table_geom, self._table_mats, self._light)
 
     def _solve_start(self) -> np.ndarray:
         """Arm joint angles putting the TCP at cfg.start_pos pointing down (from the home keyframe)."""
@@ -268,7 +279,7 @@ class CubePickEnv(gym.Env):
         quat = self._tcp_quat()
         obs = {f"{cam}_image": self._render(cam) for cam in self.cfg.cameras}
         obs["eef_pos"] = d.site_xpos[self._tcp].astype(np.float32)
-        obs["eef_quat"] = np.clip(quat if quat[0] >= 0 else -quat, -1.0, 1.0).astype(np.float32)
+        obs["eef_quat"] = np.clip(quat_canonical(quat, DOWN_QUAT), -1.0, 1.0).astype(np.float32)
         obs["gripper_width"] = np.array([d.qpos[self._finger_qpos].sum()], dtype=np.float32)
         obs["joint_pos"] = d.qpos[self._arm_qpos].astype(np.float32)
         return obs

@@ -3,6 +3,12 @@
 Phases: approach (above the cube, yaw aligned to a cube face) -> descend -> close -> lift; it
 goes back to approach if the cube is not in the hand while lifting. Gaussian action noise keeps
 demonstrations from being identical. Implements toto_robot.policy.Policy.
+
+Actions follow the env's action convention (`env.action_convention`): each asks the target to
+move by the remaining error to the phase's goal (capped at one full-scale step), measured from
+the observed TCP, which the arm brings onto each target within the step. The demonstrations stay
+inside the robot's default safety limits (floor guard, yaw relative to the arm's azimuth), so
+they replay on the robot unclipped.
 """
 
 from __future__ import annotations
@@ -14,12 +20,21 @@ import mujoco
 import numpy as np
 
 from envs.controller import quat_error
+from toto_robot.scene import FLOOR_GUARD
 
 APPROACH_HEIGHT = 0.08  # TCP above the cube top while aligning [m]
 LIFT_Z = 0.25  # TCP height to carry the cube to [m]
 GRASP_DEPTH = 0.025  # TCP below the cube top when grasping [m]
 HOLD_NOISE_SCALE = 0.3  # action noise once the cube is grasped, relative to `noise`
 CLOSE_STEPS = 3  # minimum control steps closing; then until the fingers stop moving
+# Largest hand yaw relative to the azimuth of the cube [rad]: under the safety filter's max_yaw
+# (1.0 rad, conf/safety/default.yaml), which keeps joint 7 off its limits on the robot.
+MAX_RELATIVE_YAW = 0.8
+
+
+def _wrap(angle: float) -> float:
+    """Angle into [-pi, pi) [rad]."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 def _wrap_quarter(angle: float) -> float:
@@ -48,15 +63,15 @@ class ScriptedExpert:
         self._grasp_quat_held = np.array([0.0, 1.0, 0.0, 0.0])
 
     def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        cfg = self.env.cfg
+        conv = self.env.action_convention
         cube_pos, cube_quat, half = self.env.cube_pose()
         eef = np.asarray(obs["eef_pos"], dtype=np.float64)
         eef_quat = np.asarray(obs["eef_quat"], dtype=np.float64)
-        target_quat = self._grasp_quat(cube_quat, eef_quat)
+        target_quat = self._grasp_quat(cube_quat, eef_quat, cube_pos)
         rot_err = quat_error(target_quat, eef_quat)
         # Pads (1.7 cm tall) centred on the TCP; keep the cube top 2.5 cm under the TCP so it
-        # never touches the palm, and the fingertips above the table.
-        grasp_z = max(cube_pos[2] + half - GRASP_DEPTH, 0.012)
+        # never touches the palm, and the TCP on or above the floor guard (fingertips above the table).
+        grasp_z = max(cube_pos[2] + half - GRASP_DEPTH, FLOOR_GUARD)
         above = np.array([cube_pos[0], cube_pos[1], cube_pos[2] + half + APPROACH_HEIGHT])
         xy_err = np.linalg.norm(eef[:2] - cube_pos[:2])
         gripper = -1.0
@@ -84,23 +99,21 @@ class ScriptedExpert:
             if np.linalg.norm(eef - cube_pos) > 0.04 + half:  # the cube slipped out: start over
                 self.phase, target, gripper = "approach", above, -1.0
 
-        action = np.zeros(7)
-        action[:3] = (target - eef) / cfg.max_translation
         if self.phase in ("approach", "descend"):
             self._grasp_quat_held = target_quat
-            action[3:6] = rot_err / cfg.max_rotation
-            action[:6] += self.rng.normal(0.0, self.noise, 6)
+            rotvec, noise = rot_err, self.noise
         else:
             # Fingers closed: hold the grasp orientation (chasing the yaw of a cube in the hand
             # would twist it further) and shake it less.
-            action[3:6] = quat_error(self._grasp_quat_held, eef_quat) / cfg.max_rotation
-            action[:6] += self.rng.normal(0.0, self.noise * HOLD_NOISE_SCALE, 6)
-        action[6] = gripper
+            rotvec, noise = quat_error(self._grasp_quat_held, eef_quat), self.noise * HOLD_NOISE_SCALE
+        action = conv.to_action(target - eef, rotvec, gripper).astype(np.float64)
+        action[:6] += self.rng.normal(0.0, noise, 6)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     @staticmethod
-    def _grasp_quat(cube_quat: np.ndarray, eef_quat: np.ndarray) -> np.ndarray:
-        """Pointing down, finger axis (hand y) along the cube face nearest the current yaw."""
+    def _grasp_quat(cube_quat: np.ndarray, eef_quat: np.ndarray, cube_pos: np.ndarray) -> np.ndarray:
+        """Pointing down, finger axis (hand y) along the cube face nearest the current yaw, or
+        the next face toward the cube's azimuth when that one is more than MAX_RELATIVE_YAW off it."""
         w, x, y, z = cube_quat
         cube_yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         mat = np.empty(9)
@@ -109,6 +122,9 @@ class ScriptedExpert:
         finger_yaw = np.arctan2(hand_y[1], hand_y[0])
         # Pointing-down quaternion (0, 1, 0, 0) has hand y at -90 deg; rotate about world z from there.
         alpha = finger_yaw + _wrap_quarter(cube_yaw - finger_yaw) + np.pi / 2
+        off = _wrap(alpha - np.arctan2(cube_pos[1], cube_pos[0]))
+        if abs(off) > MAX_RELATIVE_YAW:
+            alpha -= np.sign(off) * np.pi / 2
         quat = np.empty(4)
         mujoco.mju_mulQuat(quat, np.array([np.cos(alpha / 2), 0, 0, np.sin(alpha / 2)]), np.array([0.0, 1.0, 0.0, 0.0]))
         return quat

@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 
 from envs.config import RandomizationConfig
-from envs.scene import TABLE_CENTER, TABLE_TEXTURES
+from toto_robot.scene import CUBE_CENTER, CUBE_HALF, CUBE_RGBA, TABLE_RGBA, TABLE_TEXTURES, resize_cube
 
 
 @dataclass
@@ -43,12 +43,12 @@ def sample_params(cfg: RandomizationConfig, rng: np.random.Generator, n_cameras:
     """One episode's randomization; with `enabled` false every value is nominal (cube centred)."""
     on = cfg.enabled
     p: dict[str, np.ndarray] = {}
-    p["cube_xy"] = TABLE_CENTER[:2] + (rng.uniform(-1, 1, 2) * [cfg.cube_x_range, cfg.cube_y_range] if on else 0.0)
+    p["cube_xy"] = np.asarray(CUBE_CENTER) + (rng.uniform(-1, 1, 2) * [cfg.cube_x_range, cfg.cube_y_range] if on else 0.0)
     p["cube_yaw"] = np.array(rng.uniform(-np.pi / 4, np.pi / 4) if on and cfg.cube_yaw else 0.0)
-    p["cube_half"] = np.array(rng.uniform(*cfg.cube_size) / 2 if on else 0.025)
+    p["cube_half"] = np.array(rng.uniform(*cfg.cube_size) / 2 if on else CUBE_HALF)
     hue = rng.uniform()
-    p["cube_rgba"] = np.array([*colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1), rng.uniform(0.6, 1)), 1.0]) if on and cfg.cube_color else np.array([0.85, 0.1, 0.1, 1.0])
-    p["table_rgba"] = np.array([*colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.4), rng.uniform(0.35, 0.9)), 1.0]) if on and cfg.table_color else np.array([0.6, 0.5, 0.4, 1.0])
+    p["cube_rgba"] = np.array([*colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1), rng.uniform(0.6, 1)), 1.0]) if on and cfg.cube_color else np.array(CUBE_RGBA)
+    p["table_rgba"] = np.array([*colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.4), rng.uniform(0.35, 0.9)), 1.0]) if on and cfg.table_color else np.array(TABLE_RGBA)
     p["table_texture"] = np.array(rng.integers(len(TABLE_TEXTURES)) if on and cfg.table_texture else 0)
     p["light_offset"] = rng.uniform(-1, 1, 3) * cfg.light_pos_jitter if on else np.zeros(3)
     p["light_level"] = np.array(rng.uniform(*cfg.light_intensity) if on else 0.7)
@@ -58,16 +58,10 @@ def sample_params(cfg: RandomizationConfig, rng: np.random.Generator, n_cameras:
     return p
 
 
-def apply_params(model: mujoco.MjModel, p: dict[str, np.ndarray], nominal: Nominal, cube_geom: int, cube_body: int,
+def apply_params(model: mujoco.MjModel, p: dict[str, np.ndarray], nominal: Nominal, cube_geom: int,
                  table_geom: int, table_mats: list[int], light: int) -> None:
     """Write episode parameters into the model (geometry, inertia, colours, light, cameras)."""
-    h = float(p["cube_half"])
-    model.geom_size[cube_geom] = h
-    model.geom_rbound[cube_geom] = np.sqrt(3.0) * h  # broad-phase bounds must follow the size
-    model.geom_aabb[cube_geom, 3:] = h
-    model.bvh_aabb[model.body_bvhadr[cube_body], 3:] = h  # the body-level BVH box is also checked
-    mass = model.body_mass[cube_body]
-    model.body_inertia[cube_body] = mass * (2 * h) ** 2 / 6.0
+    resize_cube(model, float(p["cube_half"]))
     model.geom_rgba[cube_geom] = p["cube_rgba"]
     mat = table_mats[int(p["table_texture"])]
     model.geom_matid[table_geom] = mat

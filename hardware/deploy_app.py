@@ -7,6 +7,7 @@ path that moves the arm goes through the same runner, safety filter and recordin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -20,18 +21,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from hardware import build_robot
 from hardware.camera import Camera, build_cameras
-from toto_robot.spec import franka_shape_meta
 from hardware.recording import FAILURE, SUCCESS, UNLABELLED, open_rollout_store
 from hardware.robot import Robot
 from hardware.runner import DeployRunner, RolloutResult, RunnerConfig
+from toto_robot.action import ATTR_KEY, ActionConvention
 from toto_robot.config import as_dataclass, to_dict
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
-from toto_robot.spec import ShapeMeta
+from toto_robot.scene import LIFT_HEIGHT
+from toto_robot.spec import ShapeMeta, franka_shape_meta
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace")
+FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace",
+          "floor_guard", "robot_clock")
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Session:
         if not self.record.store:
             return None
         attrs = {
+            ATTR_KEY: self.robot.config.action.to_dict(),  # what the recorded actions mean
             "source": source,
             "control_hz": self.runner_config.control_hz,
             "robot": to_dict(self.robot.config),
@@ -104,6 +108,8 @@ def open_session(cfg: DictConfig) -> Iterator[Session]:
     """Start franky-sim if asked, connect the robot and cameras; everything is closed on exit."""
     settings = session_settings(cfg)
     runner_config = as_dataclass(RunnerConfig, cfg.runner)
+    if settings.sim:  # franky-sim may run slower than real time on a loaded CPU: step on its clock
+        runner_config = dataclasses.replace(runner_config, pace="robot")
     record = as_dataclass(RecordConfig, cfg.get("record"))
     with contextlib.ExitStack() as stack:
         sim = None
@@ -143,9 +149,13 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
     results = []
     with DeployRunner(session.robot, session.cameras, policy, session.runner_config) as runner:
         for i in range(episodes):
+            if session.sim is not None and session.sim.has_cube:
+                session.sim.reset_cube()  # a rehearsal starts every rollout from the same scene
             result = runner.run_episode()
             print(f"\nrollout {i + 1}/{episodes}: {result.n_steps} steps, stop: {result.stop_reason} {result.message}")
             print(result.log.format_table())
+            if session.sim is not None:
+                print(_sim_report(session, result))
             if decide is not None and result.stop_reason not in FAULTS:
                 label = decide(result)
             else:
@@ -161,6 +171,18 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
     return results
 
 
+def _sim_report(session: Session, result: RolloutResult) -> str:
+    """franky-sim rehearsal outcome: where the cube is, how low the measured hand went."""
+    parts = []
+    if session.sim.has_cube:
+        lift = session.sim.cube_lift()
+        parts.append(f"cube bottom {lift * 100:.1f} cm above the table ({'lifted' if lift >= LIFT_HEIGHT else 'not lifted'})")
+    if result.episode is not None:
+        floor = session.robot.safety.config.workspace_min[2]
+        parts.append(f"lowest measured TCP z {float(result.episode['eef_pos'][:, 2].min()):.4f} m (floor guard {floor} m)")
+    return "franky-sim: " + "; ".join(parts)
+
+
 def deploy(cfg: DictConfig) -> list[RolloutResult]:
     """deploy_policy.py: policy from `checkpoint` or `policy`, rollouts recorded to `record.store`."""
     from hardware.policy_loader import build_policy, checkpoint_image_size
@@ -168,9 +190,11 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
     node = _policy_node(cfg)
     image_size = checkpoint_image_size(node["checkpoint"]) if node.get("checkpoint") else None
     with open_session(cfg) as session:
-        if session.sim is not None and node.get("type") == "scripted" and "cube_pos" not in node:
-            node["cube_pos"] = session.sim.cube_pos().tolist()
-        policy = build_policy(node, session.shape_meta(image_size), getattr(session.robot, "action_convention", None))
+        if node.get("type") == "scripted":
+            node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention
+            if session.sim is not None and "cube_pos" not in node:
+                node["cube_pos"] = session.sim.cube_pos().tolist()
+        policy = build_policy(node, session.shape_meta(image_size), session.robot.config.action)
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
         return run_rollouts(session, policy, store, session.settings.episodes, meta)
@@ -213,20 +237,21 @@ def collect_teleop(cfg: DictConfig) -> int:
 
 def replay_episode(cfg: DictConfig) -> dict[str, Any]:
     """replay_episode.py. mode=offline: recorded obs -> policy, errors + plot; mode=online: the
-    episode's actions through the runner (franky-sim with sim=true, or the robot), with safety."""
-    from hardware.replay import compare_actions, load_episode, plot_comparison
-    from hardware.rollout_log import write_json
-    from hardware.simple_policies import ReplayPolicy
+    episodes' actions through the runner (franky-sim with sim=true, or the robot), with safety,
+    each from where it started; prints the end-effector path error relative to the start pose.
 
-    store, episode = load_episode(cfg.store, cfg.episode)
+    A store made under another action convention than the robot's is refused.
+    """
+    from hardware.replay import compare_actions, open_replay_store, plot_comparison
+    from hardware.rollout_log import write_json
+
+    store = open_replay_store(cfg.store, as_dataclass(ActionConvention, cfg.robot.action))
     if cfg.mode == "offline":
         from hardware.policy_loader import build_policy
-        from toto_robot.action import ATTR_KEY, ActionConvention
 
-        stored = store.attrs.get(ATTR_KEY)
+        episode = store.get_episode(cfg.episode)
         node = _policy_node(cfg)
-        policy = build_policy(node, store.shape_meta, ActionConvention.from_dict(stored) if stored else None,
-                              what=f"store {cfg.store}")
+        policy = build_policy(node, store.shape_meta, as_dataclass(ActionConvention, cfg.robot.action), what=f"store {cfg.store}")
         report = compare_actions(policy, episode)
         out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()
         plot = plot_comparison(report, out / f"replay_episode_{cfg.episode}.png", f"{cfg.store} episode {cfg.episode}")
@@ -238,18 +263,72 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
         return summary
     if cfg.mode != "online":
         raise ValueError(f"mode must be 'online' or 'offline', got {cfg.mode!r}")
+    return _replay_online(cfg, store)
+
+
+def _replay_online(cfg: DictConfig, store: EpisodeStore) -> dict[str, Any]:
+    """Episodes cfg.episode .. + episodes - 1, each from its start pose (and cube, on franky-sim)."""
+    from hardware.replay import path_error
+    from hardware.simple_policies import ReplayPolicy
+
+    first, count = int(cfg.episode), session_settings(cfg).episodes
+    if not 0 <= first or first + count > store.n_episodes:
+        raise ValueError(f"episodes {first}..{first + count - 1} asked, {cfg.store} holds {store.n_episodes}")
+    rows: list[dict[str, Any]] = []
     with open_session(cfg) as session:
-        policy = ReplayPolicy(episode["action"], session.shape_meta())
-        out_store = session.open_store(policy.shape_meta, "replay", {"replayed_from": f"{cfg.store}#{cfg.episode}"})
-        results = run_rollouts(session, policy, out_store, 1, {"replayed_from": f"{cfg.store}#{cfg.episode}"})
-        result = results[-1]
-        eef = result.episode["eef_pos"] if result.episode is not None else None
-        summary = {"stop_reason": result.stop_reason, "steps": result.n_steps, "recorded_steps": len(episode["action"])}
-        if eef is not None and "eef_pos" in episode:
-            n = min(len(eef), len(episode["eef_pos"]))
-            summary["eef_pos_error_m"] = float(np.linalg.norm(eef[:n] - episode["eef_pos"][:n], axis=1).max())
-        print(f"online replay: {summary}")
-        return summary
+        runner_config = dataclasses.replace(session.runner_config, home_at_start=False)  # starts where the episode did
+        out_store = session.open_store(session.shape_meta(), "replay", {"replayed_from": str(cfg.store)})
+        for i in range(first, first + count):
+            episode = store.get_episode(i)
+            if not runner_config.dry_run:
+                _go_to_episode_start(session, episode)
+            policy = ReplayPolicy(episode["action"], session.shape_meta())
+            with DeployRunner(session.robot, session.cameras, policy, runner_config) as runner:
+                result = runner.run_episode()
+                runner.save(result, out_store, UNLABELLED, session.log_dir, {"replayed_from": f"{cfg.store}#{i}"})
+            row: dict[str, Any] = {"episode": i, "stop_reason": result.stop_reason, "steps": result.n_steps,
+                                   "recorded_steps": len(episode["action"])}
+            if result.episode is not None:
+                err = path_error(episode["eef_pos"], result.episode["eef_pos"])
+                row.update(eef_path_error_mean_m=err["mean_m"], eef_path_error_max_m=err["max_m"])
+            if session.sim is not None and session.sim.has_cube:
+                row["cube_lift_m"] = session.sim.cube_lift()
+                row["cube_lifted"] = row["cube_lift_m"] >= LIFT_HEIGHT
+            rows.append(row)
+            print(f"episode {i}: {result.n_steps}/{row['recorded_steps']} steps, stop {result.stop_reason}; "
+                  + (f"end-effector path error vs recorded, from each start pose: mean {row['eef_path_error_mean_m'] * 100:.2f} cm, "
+                     f"max {row['eef_path_error_max_m'] * 100:.2f} cm" if "eef_path_error_mean_m" in row else "no steps")
+                  + (f"; cube bottom {row['cube_lift_m'] * 100:.1f} cm above the table" if "cube_lift_m" in row else ""))
+            if result.stop_reason in FAULTS:
+                print(f"stopping after a fault: {result.stop_reason} {result.message}")
+                break
+    summary = _replay_summary(rows)
+    print(f"online replay of {len(rows)} episode(s): {summary}")
+    return {"episodes": rows, **summary}
+
+
+def _go_to_episode_start(session: Session, episode: dict[str, np.ndarray]) -> None:
+    """Arm to the episode's first joint angles, gripper open; on franky-sim the cube where it was."""
+    robot = session.robot
+    robot.stop()  # a joint motion cannot take over from a running Cartesian stream
+    robot.move_joints(episode["joint_pos"][0])
+    robot.open_gripper()
+    if session.sim is not None and session.sim.has_cube and "cube_pos" in episode:
+        quat = episode["cube_quat"][0] if "cube_quat" in episode else np.array([1.0, 0, 0, 0])
+        size = float(episode["cube_size"][0, 0]) if "cube_size" in episode else session.sim.cube_size()
+        session.sim.place_cube(episode["cube_pos"][0], quat, size)
+    robot.clear_queue()
+
+
+def _replay_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    errs = [r for r in rows if "eef_path_error_mean_m" in r]
+    out: dict[str, Any] = {}
+    if errs:
+        out["eef_path_error_mean_m"] = float(np.mean([r["eef_path_error_mean_m"] for r in errs]))
+        out["eef_path_error_max_m"] = float(np.max([r["eef_path_error_max_m"] for r in errs]))
+    if any("cube_lifted" in r for r in rows):
+        out["cubes_lifted"] = f"{sum(r.get('cube_lifted', False) for r in rows)}/{len(rows)}"
+    return out
 
 
 def _policy_node(cfg: DictConfig) -> dict[str, Any]:

@@ -234,19 +234,27 @@ class FrankyRobot(Robot):
         return cmd
 
     def move_home(self, timeout_s: float | None = None) -> None:
+        self.move_joints(self.config.home_joints, timeout_s, what="home")
+        if self._gripper is not None:
+            self.open_gripper(wait=True)
+        self.clear_queue()
+
+    def move_joints(self, joints: list[float] | np.ndarray, timeout_s: float | None = None, what: str = "joint") -> None:
         cfg = self.config
         timeout_s = cfg.motion_timeout_s if timeout_s is None else timeout_s
+        q = np.asarray(joints, dtype=np.float64)
+        lo, hi = np.asarray(cfg.joint_lower), np.asarray(cfg.joint_upper)
+        if q.shape != (7,) or not np.all(np.isfinite(q)) or np.any(q < lo + cfg.joint_limit_margin) or np.any(q > hi - cfg.joint_limit_margin):
+            raise RobotError(f"joint target {np.round(q, 3).tolist()} is not 7 finite angles inside the joint limits minus {cfg.joint_limit_margin} rad")
         self._check_ready()
         robot = self._require()
-        motion = JointMotion(np.asarray(cfg.home_joints, dtype=np.float64), relative_dynamics_factor=cfg.home_speed)
-        with self._translate("move home"):
+        motion = JointMotion(q, relative_dynamics_factor=cfg.home_speed)
+        with self._translate(f"move {what}"):
             robot.move(motion, asynchronous=True)
             finished = robot.join_motion(timeout=timeout_s)
         if not finished:
             self.stop()
-            raise RobotError(f"home motion did not finish within {timeout_s} s; stopped")
-        if self._gripper is not None:
-            self.open_gripper(wait=True)
+            raise RobotError(f"{what} motion did not finish within {timeout_s} s; stopped")
         self.clear_queue()
 
     def _execute(self, cmd: SentCommand, t_device: float | None) -> None:

@@ -1,7 +1,10 @@
 """franky-sim on a loopback address: a MuJoCo FR3 that speaks the real libfranka protocol.
 
-Used by the tests, the tracking bench and `--sim` runs so the franky backend is exercised
-end to end without a robot. Two ways to run it:
+Used by the tests, the benches and `sim=true` rehearsals so the franky backend is exercised end
+to end without a robot. Its world is the cube_pick world (`toto_robot.scene`: table, cube,
+cameras, light, contact settings, the decimated robot meshes) so a rehearsal renders the views
+and runs the contacts a policy was trained on; franky-sim keeps its own 1 kHz torque control of
+the arm. Two ways to run it:
 
 - `SimServer(...)` in this process (`start()` / `stop()`, or a context manager): fast to start
   (~1 s), gives access to the MuJoCo model/data (cube pose, rendering);
@@ -22,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -31,7 +35,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 LIBFRANKA_PORT = 1337
-CUBE_SIZE = 0.025  # half edge [m]
+ROBOT_PREFIX = "robot0_"  # franky-sim prefixes the names of its first robot's bodies and joints
 
 
 def check_loopback(host: str) -> str:
@@ -64,24 +68,33 @@ def free_loopback_host(first: int = 1, last: int = 64) -> str:
     raise RuntimeError(f"no free loopback address in 127.0.0.{first}-{last} (port {LIBFRANKA_PORT} taken)")
 
 
-def _add_scene_objects(sim: Any, cube: bool, camera: bool) -> None:
-    """A 5 cm cube on the floor in front of the robot and a fixed 'agentview' camera."""
-    if cube:
-        body = ET.SubElement(sim.worldbody, "body", name="cube", pos=f"0.5 0 {CUBE_SIZE}")
-        ET.SubElement(body, "freejoint", name="cube_joint")
-        ET.SubElement(
-            body, "geom", name="cube_geom", type="box", size=f"{CUBE_SIZE} {CUBE_SIZE} {CUBE_SIZE}",
-            rgba="0.85 0.15 0.1 1", mass="0.05", friction="1.5 0.01 0.001",
-        )
-    if camera:
-        ET.SubElement(sim.worldbody, "camera", name="agentview", pos="1.3 0 0.7", xyaxes="0 1 0 -0.45 0 0.9", fovy="45")
+def _use_world(sim: Any, cube: bool, cameras: bool) -> None:
+    """Replace franky-sim's scene around its robot (ground, lights) by the cube_pick world.
+
+    franky-sim compiles its MJCF tree (`sim.scene`) when the server starts; the tree is edited
+    through `mujoco.MjSpec` with the same `add_world` the env uses and written back in place.
+    """
+    import mujoco
+
+    from toto_robot.scene import MESH_DIR, add_world
+
+    spec = mujoco.MjSpec.from_string(ET.tostring(sim.scene, encoding="unicode"))
+    for item in [*spec.worldbody.geoms, *spec.worldbody.lights]:  # franky-sim's ground plane and lights
+        spec.delete(item)
+    spec.meshdir = str(MESH_DIR)  # the decimated visual meshes the env renders (same file names)
+    add_world(spec, prefix=ROBOT_PREFIX, cube=cube, cameras=cameras)
+    root = ET.fromstring(spec.to_xml())
+    sim.scene.clear()
+    sim.scene.attrib.update(root.attrib)
+    sim.scene.extend(list(root))
 
 
 class SimServer:
-    """franky-sim (MuJoCo) serving one FR3 + hand on a loopback address, in this process.
+    """franky-sim (MuJoCo) serving one FR3 + hand in the cube_pick world on a loopback address, in this process.
 
     realtime: True runs the 1 kHz loop at wall-clock speed (needed for timing measurements);
-    False runs as fast as the CPU allows (~3x, fine for functional tests).
+    False runs as fast as the CPU allows (~3x, fine for functional tests). cube / camera: add the
+    cube / the scene's cameras ("agentview", "wrist") to the world (the table is always there).
     """
 
     def __init__(self, host: str | None = "127.0.0.1", realtime: bool = True, cube: bool = False, camera: bool = False,
@@ -93,6 +106,7 @@ class SimServer:
         self._sim: Any = None
         self._server: Any = None
         self._renderer: Any = None
+        self._pending: list[Any] = []  # edits (callables) run between two physics steps
 
     def start(self) -> SimServer:
         from franky_sim import SimulationServer
@@ -103,8 +117,9 @@ class SimServer:
         self._sim = MujocoSimulator()
         kwargs = {"initial_q": self._initial_q} if self._initial_q is not None else {}
         self._sim.add_robot(**kwargs)
-        _add_scene_objects(self._sim, self._cube, self._camera)
+        _use_world(self._sim, self._cube, self._camera)
         self._sim.init()
+        self._sim.register_pre_step_callback(self._apply_pending)
         self._server = SimulationServer(self._sim, hostname_candidates=[self.host])
         self._server.init()
         self._server.run_async(realtime=self.realtime)
@@ -137,12 +152,63 @@ class SimServer:
 
     def cube_pos(self) -> np.ndarray:
         """(3,) m, world = robot base frame."""
+        return np.array(self.data.xpos[self._cube_body()])
+
+    @property
+    def has_cube(self) -> bool:
+        return self._cube
+
+    def cube_lift(self) -> float:
+        """Height [m] of the cube's bottom above the table (0 when it rests on the table)."""
+        return float(self.cube_pos()[2] - 0.5 * self.cube_size())
+
+    def reset_cube(self) -> None:
+        """The cube back at rest in its nominal place (`toto_robot.scene`)."""
+        from toto_robot.scene import CUBE_CENTER, CUBE_HALF
+
+        self.place_cube([*CUBE_CENTER, CUBE_HALF], [1.0, 0.0, 0.0, 0.0], 2 * CUBE_HALF)
+
+    def cube_size(self) -> float:
+        """Edge length [m] of the cube."""
+        return 2.0 * float(self.model.geom_size[self.model.geom("cube").id][0])
+
+    def place_cube(self, pos: np.ndarray, quat: np.ndarray, size: float, timeout_s: float = 5.0) -> None:
+        """Put the cube (edge `size` [m]) at rest at pos (3,) [m], quat (4,) w-x-y-z, between two
+        physics steps of the server thread (e.g. where a recorded episode had it)."""
+        from toto_robot.scene import place_cube
+
+        self._cube_body()
+        pos, quat, half = np.asarray(pos, float).copy(), np.asarray(quat, float).copy(), 0.5 * float(size)
+        self._edit(lambda: place_cube(self.model, self.data, pos, quat, half), timeout_s)
+
+    def _cube_body(self) -> int:
         import mujoco
 
         bid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "cube")
         if bid < 0:
             raise RuntimeError("this simulator was started without a cube (cube=True)")
-        return np.array(self.data.xpos[bid])
+        return bid
+
+    def _edit(self, fn: Any, timeout_s: float) -> None:
+        """Run `fn` on the server thread before its next physics step; wait for it (its error is raised here)."""
+        done, errors = threading.Event(), []
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as e:  # raised in the caller's thread, never in the simulation loop
+                errors.append(e)
+            done.set()
+
+        self._pending.append(run)
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"franky-sim did not step within {timeout_s} s (is it running?)")
+        if errors:
+            raise errors[0]
+
+    def _apply_pending(self, sim: Any) -> None:
+        while self._pending:
+            self._pending.pop(0)()
 
     def render(self, camera: str = "agentview", height: int = 128, width: int = 128) -> np.ndarray:
         """HxWx3 uint8 from a scene camera (needs MUJOCO_GL=egl or osmesa headless).
@@ -211,11 +277,11 @@ class SimServerProcess:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m hardware.franky_sim_server --host 127.0.0.1 [--realtime] [--cube] [--camera]`."""
-    p = argparse.ArgumentParser(description="franky-sim (MuJoCo FR3 + hand) on a loopback address")
+    p = argparse.ArgumentParser(description="franky-sim (MuJoCo FR3 + hand in the cube_pick world) on a loopback address")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.x.y.z); 'auto' for a free one")
     p.add_argument("--realtime", action="store_true", help="run the 1 kHz loop at wall-clock speed")
-    p.add_argument("--cube", action="store_true", help="add a 5 cm cube in front of the robot")
-    p.add_argument("--camera", action="store_true", help="add the 'agentview' scene camera")
+    p.add_argument("--cube", action="store_true", help="add the 5 cm cube in front of the robot")
+    p.add_argument("--camera", action="store_true", help="add the scene cameras ('agentview', 'wrist')")
     args = p.parse_args(argv)
     server = SimServer(None if args.host == "auto" else args.host, realtime=args.realtime, cube=args.cube, camera=args.camera)
     server.start()

@@ -3,7 +3,9 @@ through a policy to compare predicted with recorded actions (offline).
 
 The offline check is what to run before trusting a policy or a dataset on hardware: a policy
 that cannot reproduce the actions of its own training episodes, or a store whose images or
-state differ from what the policy expects, shows up here without moving anything.
+state differ from what the policy expects, shows up here without moving anything. The online
+replay starts the arm (and, on franky-sim, the cube) where the episode started, so its
+end-effector path can be compared with the recorded one step by step (`path_error`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from toto_robot.action import ATTR_KEY, ActionConvention, check_convention
 from toto_robot.atomic import save_figure
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
@@ -23,9 +26,26 @@ from toto_robot.spec import SpecError
 ACTION_NAMES = ("dx", "dy", "dz", "rx", "ry", "rz", "gripper")
 
 
-def load_episode(store_path: str | os.PathLike, episode: int) -> tuple[EpisodeStore, dict[str, np.ndarray]]:
+def open_replay_store(store_path: str | os.PathLike, convention: ActionConvention) -> EpisodeStore:
+    """The store, if its actions mean what they mean to this robot (else ActionConventionError)."""
     store = EpisodeStore.open(store_path)
-    return store, store.get_episode(episode)
+    check_convention(store.attrs.get(ATTR_KEY), convention, f"episode store {store_path}")
+    return store
+
+
+def path_error(recorded: np.ndarray, replayed: np.ndarray) -> dict[str, float]:
+    """End-effector paths (T, 3) [m] compared relative to each one's start pose, step by step.
+
+    Absolute positions would fold in where each run started; what a replay must reproduce is
+    the motion. Returns mean and max distance [m] over the common steps, and that count.
+    """
+    n = min(len(recorded), len(replayed))
+    if n == 0:
+        return {"mean_m": float("nan"), "max_m": float("nan"), "steps": 0}
+    rec = np.asarray(recorded[:n], np.float64)
+    rep = np.asarray(replayed[:n], np.float64)
+    err = np.linalg.norm((rep - rep[0]) - (rec - rec[0]), axis=1)
+    return {"mean_m": float(err.mean()), "max_m": float(err.max()), "steps": n}
 
 
 def compare_actions(policy: Policy, episode: dict[str, np.ndarray], progress: bool = True) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The robot interface the deployment runner, teleoperation and replay code against.
 
 A `Robot` is a Franka-like arm with a parallel gripper, driven in Cartesian space at the control
-rate (10 Hz default) by 7-D actions in [-1, 1] (toto_robot's shared convention):
-[0:3] end-effector translation delta in the base frame x `max_translation` m, [3:6] axis-angle
-rotation delta in the base frame x `max_rotation` rad, [6] gripper (> 0 close, <= 0 open).
+rate by 7-D actions in [-1, 1] that mean what they mean in simulation (`toto_robot.action`,
+`config.action`): the end-effector target moves by [0:3] x max_translation m and turns by [3:6] x
+max_rotation rad (axis-angle, base frame) from the previous target; [6] > 0 closes the gripper.
 
 Every command leaves the process through `send_action` / `send_target`, which pass it through the
 backend's `SafetyFilter` and return the `SentCommand` actually sent (record that one, not the
@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 
 from hardware.safety import SafetyConfig, SafetyFilter, SentCommand
+from toto_robot.action import ActionConvention
+from toto_robot.rotations import quat_canonical
+from toto_robot.spec import EEF_QUAT_REFERENCE
 
 
 class RobotError(RuntimeError):
@@ -82,7 +85,8 @@ class RobotState:
         """The low-dim observation keys of toto_robot's shape meta, float32."""
         return {
             "eef_pos": np.asarray(self.eef_pos, dtype=np.float32),
-            "eef_quat": np.asarray(self.eef_quat, dtype=np.float32),
+            # Sign in the hemisphere of the pointing-down home orientation, as in sim: continuous.
+            "eef_quat": quat_canonical(self.eef_quat, EEF_QUAT_REFERENCE).astype(np.float32),
             "gripper_width": np.array([self.gripper_width], dtype=np.float32),
             "joint_pos": np.asarray(self.joint_pos, dtype=np.float32),
         }
@@ -92,15 +96,13 @@ class RobotState:
 class RobotConfig:
     """Backend-independent settings (conf/robot/*.yaml). Units: m, rad, s, N.
 
-    `max_translation` / `max_rotation` scale actions (the shared action convention); the safety
-    limits live in `SafetyConfig`. `home_joints` is the FR3/Panda ready pose.
+    `action` is the shared action convention (conf/action/default.yaml: control rate, scales);
+    the safety limits live in `SafetyConfig`. `home_joints` is the FR3/Panda ready pose.
     """
 
     backend: str = "franky"
     host: str = "172.16.0.2"
-    control_hz: float = 10.0
-    max_translation: float = 0.05
-    max_rotation: float = 0.25
+    action: ActionConvention = field(default_factory=ActionConvention)
     home_joints: list[float] = field(
         default_factory=lambda: [0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398]
     )
@@ -112,6 +114,10 @@ class RobotConfig:
     gripper_epsilon: float = 0.08  # grasp succeeds for any object width in [0, open width]
     gripper_empty_width: float = 0.004  # m; closing to below this means nothing was grasped
 
+    @property
+    def control_hz(self) -> float:
+        return self.action.control_hz
+
 
 class Robot(abc.ABC):
     """A Cartesian-controlled arm + gripper. Use as a context manager: exit stops and closes."""
@@ -122,7 +128,7 @@ class Robot(abc.ABC):
     def __init__(self, config: RobotConfig, safety: SafetyConfig | None = None) -> None:
         self.config = config
         self.events: dict[str, int] = {}  # backend incidents by name (e.g. planner_errors), for rollout logs
-        self.safety = SafetyFilter(safety or SafetyConfig(), config.control_hz, config.max_translation, config.max_rotation)
+        self.safety = SafetyFilter(safety or SafetyConfig(), config.action)
 
     # ------------------------------------------------------------------ connection
     @abc.abstractmethod
@@ -157,6 +163,12 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def move_home(self, timeout_s: float | None = None) -> None:
         """Blocking joint motion to `config.home_joints`, gripper opened; clears the command queue."""
+
+    @abc.abstractmethod
+    def move_joints(self, joints: list[float] | np.ndarray, timeout_s: float | None = None) -> None:
+        """Blocking joint motion to `joints` (7,) [rad] (e.g. where a recorded episode started), at
+        the homing speed; the gripper is left as it is; clears the command queue. RobotError for
+        angles outside the joint limits (minus the stop margin)."""
 
     @abc.abstractmethod
     def send_action(self, action: np.ndarray) -> SentCommand:

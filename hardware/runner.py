@@ -6,14 +6,15 @@ call, so a slow policy can never delay a stop. Per tick (period 1/control_hz):
 
 1. wait for a new frame from `trigger_camera` (if set) and take the newest of the others; a
    frame older than `max_frame_age_ms` is a stale-frame stop;
-2. read the robot state (a lost connection, or an end effector outside the safety box, stops the run);
+2. read the robot state (a lost connection, an end effector outside the safety box, or below its
+   floor, the floor guard, stops the run);
 3. hand frames + state to the worker and wait until the command deadline; an unfinished
    inference is an overrun: the tick sends nothing (the arm holds its last target) or, with
    `on_overrun: stop`, the run stops; a late result is dropped, never sent;
 4. `robot.send_action` (the safety filter lives there), then record the step.
 
 A reflex is recovered once (`max_recoveries`), then the run stops. Ctrl-C stops and returns the
-arm home. After any stop the robot's and the policy's queues are cleared, so a restart never
+arm home; a second Ctrl-C during that homing stops the arm where it is, gripper left as it is. After any stop the robot's and the policy's queues are cleared, so a restart never
 resumes stale motion. `dry_run` runs all of it but motion: actions go through the safety filter
 and are recorded, nothing is sent.
 """
@@ -21,6 +22,8 @@ and are recorded, nothing is sent.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +46,9 @@ from toto_robot.policy import Policy
 log = logging.getLogger(__name__)
 
 OVERRUN_MODES = ("skip", "stop")
+PACES = ("wall", "robot")
+ROBOT_CLOCK_STALL_S = 10.0  # pace "robot": a robot clock that does not advance a period in this long has stalled
+MAX_STRETCH = 20.0  # pace "robot": deadlines stretch at most this much (a robot clock at >= 5% of real time)
 
 
 @dataclass
@@ -58,15 +64,27 @@ class RunnerConfig:
     max_overruns: int = 0  # with "skip": stop after this many overruns (0 = never)
     max_recoveries: int = 1  # reflexes recovered before the run stops
     workspace_stop_margin: float = 0.05  # m: measured end effector this far outside the safety box -> stop
+    # m: measured end effector this far below the box floor (the floor guard, 6 mm of fingertip
+    # clearance) -> stop, before the fingertips reach the table; room for tracking overshoot.
+    floor_stop_margin: float = 0.004
     dry_run: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
+    # "wall": ticks on the host's clock (a real robot). "robot": the loop runs on the robot's own
+    # clock: a tick waits until it advanced one period, and deadlines and frame-age limits stretch
+    # by how much slower than real time it runs, so a simulator falling behind on a loaded CPU
+    # (franky-sim) steps as a real controller would, only slower.
+    pace: str = "wall"
 
     def __post_init__(self) -> None:
         if self.control_hz <= 0 or self.max_steps < 1 or self.max_frame_age_ms <= 0:
             raise ValueError("control_hz, max_steps and max_frame_age_ms must be positive")
+        if self.pace not in PACES:
+            raise ValueError(f"pace must be one of {PACES}, got {self.pace!r}")
         if self.on_overrun not in OVERRUN_MODES:
             raise ValueError(f"on_overrun must be one of {OVERRUN_MODES}, got {self.on_overrun!r}")
+        if self.workspace_stop_margin < 0 or self.floor_stop_margin < 0:
+            raise ValueError("workspace_stop_margin and floor_stop_margin must be >= 0")
         if not 0 <= self.command_margin_ms < 1e3 / self.control_hz:
             raise ValueError(f"command_margin_ms must be in [0, period), got {self.command_margin_ms}")
 
@@ -148,26 +166,32 @@ class DeployRunner:
         period = 1.0 / cfg.control_hz
         t_begin = time.monotonic()
         try:
-            tick, prev_start = t_begin, None
+            tick, prev_start, next_device, stretch = t_begin, None, None, 1.0
+            if cfg.pace == "robot":  # the first tick, too, comes one period of the robot's clock from now
+                next_device = self.robot.get_state().t_device + period
             pending: Future | None = None
             while rlog.steps < steps:
+                if next_device is not None:
+                    tick = max(tick, self._wait_robot_clock(next_device))
+                    # wall seconds per robot second over the last period
+                    stretch = float(np.clip((time.monotonic() - (prev_start or t_begin)) / period, 1.0, MAX_STRETCH))
                 _sleep_until(tick)
                 start = time.monotonic()
                 if prev_start is not None:
                     rlog.add("period", (start - prev_start) * 1e3)
                 prev_start = start
-                frames = self._capture(rlog, tick)
+                frames = self._capture(rlog, tick, stretch)
                 t0 = time.monotonic()
                 state = self.robot.get_state()
                 rlog.add("state", (time.monotonic() - t0) * 1e3)
-                if not self.robot.safety.in_workspace(state.eef_pos, cfg.workspace_stop_margin):
-                    raise _Stop("workspace", f"end effector at {np.round(state.eef_pos, 3).tolist()} is outside the "
-                                             f"workspace box by more than {cfg.workspace_stop_margin} m")
+                if cfg.pace == "robot" and state.t_device is not None:
+                    next_device = state.t_device + period
+                self._check_workspace(state)
                 if not state.ok:  # a latched reflex can show up in the state before any command fails
                     state = self._recover(rlog, RobotReflexError(f"robot mode {state.mode}, errors {state.errors}", state.errors))
                 if pending is None or pending.done():
                     pending = self._worker.submit(self._infer, frames, state)
-                    result = self._await(pending, tick + period - cfg.command_margin_ms * 1e-3)
+                    result = self._await(pending, tick + (period - cfg.command_margin_ms * 1e-3) * stretch)
                 else:  # the previous inference is still running: this tick is lost too
                     result = None
                 if result is None:
@@ -182,7 +206,7 @@ class DeployRunner:
                 rlog.steps += 1
                 tick += period
                 behind = time.monotonic() - tick
-                if behind > 0:  # fell behind: skip the missed ticks instead of bursting commands
+                if behind > 0 and next_device is None:  # fell behind: skip the missed ticks instead of bursting commands
                     missed = int(behind // period) + 1
                     rlog.missed_cycles += missed
                     tick += missed * period
@@ -231,21 +255,45 @@ class DeployRunner:
         return index
 
     # ------------------------------------------------------------------ stages
-    def _capture(self, rlog: RolloutLog, tick: float) -> dict[str, CameraFrame]:
+    def _capture(self, rlog: RolloutLog, tick: float, stretch: float = 1.0) -> dict[str, CameraFrame]:
+        """Frames of this tick; `stretch`: wall seconds per robot second (pace "robot"), else 1."""
         cfg = self.config
         t0 = time.monotonic()
+        max_age_ms = cfg.max_frame_age_ms * stretch
         frames: dict[str, CameraFrame] = {}
         if cfg.trigger_camera:  # the step starts when this camera delivers its first frame after the tick
             cam = self.cameras[cfg.trigger_camera]
-            frames[cfg.trigger_camera] = cam.read(timeout_s=cfg.max_frame_age_ms * 1e-3, newer_than=tick)
+            frames[cfg.trigger_camera] = cam.read(timeout_s=max_age_ms * 1e-3, newer_than=tick)
         for key in self.camera_keys:
             if key not in frames:
-                frames[key] = self.cameras[key].read_latest(cfg.max_frame_age_ms)
+                frames[key] = self.cameras[key].read_latest(max_age_ms)
         now = time.monotonic()
         rlog.add("capture_wait", (now - t0) * 1e3)
         if frames:
             rlog.add("frame_age", max(f.age_ms(now) for f in frames.values()))
         return frames
+
+    def _wait_robot_clock(self, t_device: float) -> float:
+        """Wait until the robot's clock reaches `t_device` [s]; time.monotonic() then.
+
+        Polled every few ms: an in-process simulator needs the GIL to advance its clock.
+        """
+        deadline = time.monotonic() + ROBOT_CLOCK_STALL_S
+        while self.robot.get_state().t_device < t_device - 5e-4:
+            if time.monotonic() > deadline:
+                raise _Stop("robot_clock", f"the robot's clock did not reach {t_device:.3f} s within {ROBOT_CLOCK_STALL_S} s")
+            time.sleep(0.005)
+        return time.monotonic()
+
+    def _check_workspace(self, state: RobotState) -> None:
+        cfg, safety = self.config, self.robot.safety
+        floor = safety.config.workspace_min[2]
+        if state.eef_pos[2] < floor - cfg.floor_stop_margin:
+            raise _Stop("floor_guard", f"end effector at z = {state.eef_pos[2]:.4f} m is below the floor guard "
+                                       f"({floor} m) by more than {cfg.floor_stop_margin} m")
+        if not safety.in_workspace(state.eef_pos, cfg.workspace_stop_margin):
+            raise _Stop("workspace", f"end effector at {np.round(state.eef_pos, 3).tolist()} is outside the "
+                                     f"workspace box by more than {cfg.workspace_stop_margin} m")
 
     def _infer(self, frames: dict[str, CameraFrame], state: RobotState) -> _Inference:
         """Worker thread: preprocess + policy."""
@@ -352,12 +400,37 @@ class DeployRunner:
         self.policy.reset()
 
     def _go_home_after_interrupt(self, rlog: RolloutLog) -> None:
+        """After a first Ctrl-C (the arm is already stopped) the arm returns home and opens the hand.
+
+        A second Ctrl-C during that homing stops the arm where it is (decelerating, as any stop)
+        and leaves the gripper as it is: an object in the hand is not dropped. franky answers a
+        Ctrl-C inside its blocking motion call by stopping the motion and raising "preempted";
+        the handler below tells that apart from a real homing failure.
+        """
+        second = threading.Event()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            second.set()
+            raise KeyboardInterrupt
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: Ctrl-C is not delivered here anyway
+            previous = None
         try:
             self.robot.move_home()
             rlog.event("returned home after Ctrl-C")
-        except Exception as e:
-            rlog.event(f"return home after Ctrl-C failed: {e}")
-            log.error("return home after Ctrl-C failed: %s", e)
+        except (KeyboardInterrupt, Exception) as e:
+            if second.is_set() or isinstance(e, KeyboardInterrupt):
+                self._safe_stop("second Ctrl-C")
+                rlog.event("second Ctrl-C: homing stopped, the arm holds where it stopped, the gripper was left as it was")
+                log.warning("second Ctrl-C: homing stopped; the arm holds where it is and the gripper was not opened")
+            else:
+                rlog.event(f"return home after Ctrl-C failed: {e}")
+                log.error("return home after Ctrl-C failed: %s", e)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _extra_keys(camera_keys: list[str]) -> list[str]:

@@ -1,11 +1,14 @@
 """The one safety filter every robot command passes through before it leaves the process.
 
-Actions are deltas (toto_robot action convention); the filter integrates them onto a reference
-target (the last target sent, re-anchored on the measured pose after any stop), so that a slow
-arm does not make targets pile up. Per step, in this order:
+Actions mean what they mean in simulation: `toto_robot.action.ActionConvention.next_target`
+turns each into the next target, integrated on a reference target (the last target sent,
+re-anchored on the measured pose after any stop) and leading the measured end effector by at
+most the convention's max_lead, so that a slow arm does not make targets pile up. The limits
+below must admit the convention's full-scale step (checked at construction): a full-scale action
+is never silently cut. Per step, in this order:
 
 1. refuse non-finite or mis-shaped input (logged, nothing sent);
-2. clip the action to [-1, 1];
+2. clip the action to [-1, 1] and take the convention's next target;
 3. limit translation and rotation per step (and per second: `max_speed`, `max_angular_speed`);
    keep the gripper axis within `max_tilt` of pointing down and its yaw within `max_yaw` of the
    arm's azimuth: random rotations otherwise walk the wrist joints into their limits, where the
@@ -13,7 +16,8 @@ arm does not make targets pile up. Per step, in this order:
    keep the wrist between `min_reach` and `max_reach` from the shoulder (parts of the box are out of reach);
 4. limit how far the target may lead the measured end effector (`max_lead`);
 5. workspace box: a target outside the box by more than `refuse_margin` is refused (logged, nothing
-   sent); a target closer than that is clipped onto the box;
+   sent); a target closer than that is clipped onto the box. The box floor is the floor guard:
+   the lowest TCP height at which the fingertips still clear the table (`toto_robot.scene`);
 6. debounce the gripper: a change must persist `gripper_debounce_steps` steps and be at least
    `gripper_min_interval_s` after the previous change.
 
@@ -29,7 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from toto_robot.action import ActionConvention
 from toto_robot.rotations import quat_angle, quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_matrix, rotvec_from_quat
+from toto_robot.scene import FLOOR_GUARD
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +44,11 @@ log = logging.getLogger(__name__)
 class SafetyConfig:
     """Limits (conf/safety/*.yaml). Conservative defaults for work next to people. m, rad, s.
 
-    The workspace box is in the robot base frame and sized for a table in front of an FR3/Panda.
+    The workspace box is in the robot base frame and sized for a table in front of an FR3/Panda
+    whose top is z = 0; its floor is the floor guard (fingertips just above the table).
     """
 
-    workspace_min: list[float] = field(default_factory=lambda: [0.25, -0.35, 0.05])
+    workspace_min: list[float] = field(default_factory=lambda: [0.25, -0.35, FLOOR_GUARD])
     workspace_max: list[float] = field(default_factory=lambda: [0.75, 0.35, 0.65])
     refuse_margin: float = 0.05  # targets further out of the box than this are refused, not clipped
     max_step_translation: float = 0.03  # m per control step
@@ -103,17 +110,25 @@ class SentCommand:
 class SafetyFilter:
     """Stateful filter: holds the reference target and gripper state between steps.
 
-    control_hz sets the per-second limits' per-step share; max_translation [m] and max_rotation
-    [rad] are the action scales of the shared action convention.
+    `action`: the shared action convention (its control rate sets the per-second limits' per-step
+    share). ValueError when a limit would cut the convention's full-scale step.
     """
 
-    def __init__(self, config: SafetyConfig, control_hz: float, max_translation: float, max_rotation: float) -> None:
-        if control_hz <= 0 or max_translation <= 0 or max_rotation <= 0:
-            raise ValueError("control_hz, max_translation and max_rotation must be positive")
+    def __init__(self, config: SafetyConfig, action: ActionConvention) -> None:
+        hz = action.control_hz
+        cut = {name: (limit, step) for name, limit, step in (
+            ("max_step_translation", config.max_step_translation, action.max_translation),
+            ("max_speed", config.max_speed / hz, action.max_translation),
+            ("max_step_rotation", config.max_step_rotation, action.max_rotation),
+            ("max_angular_speed", config.max_angular_speed / hz, action.max_rotation),
+            ("max_lead", config.max_lead, action.max_lead),
+        ) if limit < step * (1 - 1e-9)}
+        if cut:
+            raise ValueError("safety limits would cut a full-scale action of the action convention: " + ", ".join(
+                f"{k} allows {a:.4g} per step < {b:.4g}" for k, (a, b) in cut.items()))
         self.config = config
-        self.control_hz = control_hz
-        self.max_translation = max_translation
-        self.max_rotation = max_rotation
+        self.action = action
+        self.control_hz = hz
         self._lo = np.asarray(config.workspace_min, dtype=np.float64)
         self._hi = np.asarray(config.workspace_max, dtype=np.float64)
         self._nominal = quat_normalize(config.nominal_quat)
@@ -161,9 +176,12 @@ class SafetyFilter:
         clipped = np.clip(a, -1.0, 1.0)
         if np.any(clipped != a):
             clamps.append("action_range")
-        delta = clipped[:3] * self.max_translation
-        rotvec = clipped[3:6] * self.max_rotation
-        return self._finish(delta, rotvec, float(clipped[6]), measured_pos, clamps, now)
+        step, _, _ = self.action.step(clipped)
+        pos, quat, _ = self.action.next_target(self.ref_pos, self.ref_quat, clipped, measured_pos)
+        if np.linalg.norm(pos - (self.ref_pos + step)) > 1e-9:
+            clamps.append("lead")
+        rotvec = rotvec_from_quat(quat_mul(quat, quat_conj(self.ref_quat)))
+        return self._finish(pos - self.ref_pos, rotvec, float(clipped[6]), measured_pos, clamps, now)
 
     def filter_target(
         self, pos: np.ndarray, quat: np.ndarray, gripper: float | None, measured_pos: np.ndarray, now: float | None = None
@@ -329,8 +347,7 @@ class SafetyFilter:
 
     def _action(self, delta: np.ndarray, rotvec: np.ndarray) -> np.ndarray:
         grip = 0.0 if self.gripper_closed is None else (1.0 if self.gripper_closed else -1.0)
-        a = np.concatenate([delta / self.max_translation, rotvec / self.max_rotation, [grip]])
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return self.action.to_action(delta, rotvec, grip)
 
     def _refuse(self, reason: str, now: float) -> SentCommand:
         self.counts["steps"] += 1

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from toto_robot.action import ActionConvention
 from toto_robot.checkpoint import PolicyCheckpoint
 from toto_robot.config import to_dict
+from toto_robot.scene import CUBE_CENTER, CUBE_HALF
 from toto_robot.spec import ShapeMeta
 
 
@@ -104,19 +106,22 @@ class TinyTorchPolicy:
 @dataclass
 class ScriptedPickConfig:
     type: str = "scripted"
-    cube_pos: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.03])  # m, robot base frame
+    cube_pos: list[float] = field(default_factory=lambda: [*CUBE_CENTER, CUBE_HALF])  # m, robot base frame
     hover: float = 0.10  # m above the cube before descending
     lift: float = 0.12  # m to lift after the grasp
     grasp_depth: float = 0.0  # m: TCP height relative to the cube centre when closing
     tolerance: float = 0.008  # m: a waypoint counts as reached within this
-    grasp_steps: int = 8  # steps the gripper closes before lifting
-    max_translation: float = 0.05  # m per unit action (the action convention's scale)
-    max_action: float = 0.4  # |translation action| cap: 0.02 m/step = 0.2 m/s, under the safety speed limit
-    gain: float = 0.5  # fraction of the remaining error per step (the filter integrates onto a target that leads the arm)
+    grasp_steps: int = 4  # steps the gripper closes at least before lifting; then until its width settles
+    gain: float = 0.7  # fraction of the remaining error asked for per step (at most one full-scale step)
+    action: ActionConvention = field(default_factory=ActionConvention)  # the robot's (deploy_app passes it)
 
 
 class ScriptedPickPolicy:
-    """Waypoints above, at and above the cube from eef_pos; sets `done` after the lift."""
+    """Waypoints above, at and above the cube from eef_pos; sets `done` after the lift.
+
+    Each action asks the target to move by `gain` x the remaining error (capped at one full-scale
+    step of the action convention): the arm brings its TCP onto each target within the step.
+    """
 
     Config = ScriptedPickConfig
 
@@ -128,6 +133,7 @@ class ScriptedPickPolicy:
 
     def reset(self) -> None:
         self.phase, self.count, self.done = 0, 0, False
+        self._width = -1.0  # gripper width at the previous closing step [m]
 
     def select_action(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         cfg = self.config
@@ -136,10 +142,12 @@ class ScriptedPickPolicy:
         eef = np.asarray(obs["eef_pos"], dtype=np.float64)
         grip = 1.0 if self.phase >= 2 else -1.0
         target = waypoints[self.phase]
-        if target is None:  # closing: hold still
+        if target is None:  # closing: hold still until the fingers stop moving (the hand's speed is finite)
             self.count += 1
-            if self.count >= cfg.grasp_steps:
+            width = float(obs["gripper_width"][0]) if "gripper_width" in obs else 0.0
+            if self.count >= cfg.grasp_steps and abs(width - self._width) < 0.001:
                 self.phase += 1
+            self._width = width
             return np.array([0, 0, 0, 0, 0, 0, grip], dtype=np.float32)
         err = target - eef
         if np.linalg.norm(err) < cfg.tolerance:
@@ -147,8 +155,7 @@ class ScriptedPickPolicy:
                 self.done = True
             else:
                 self.phase += 1
-        move = np.clip(cfg.gain * err / cfg.max_translation, -cfg.max_action, cfg.max_action)
-        return np.array([*move, 0, 0, 0, grip], dtype=np.float32)
+        return cfg.action.to_action(cfg.gain * err, np.zeros(3), grip)
 
 
 class ReplayPolicy:

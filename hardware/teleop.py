@@ -42,8 +42,8 @@ KEYMAP: dict[str, tuple[int, float]] = {
 @dataclass
 class TeleopConfig:
     device: str = "auto"  # auto (SpaceMouse if one is connected, else keyboard) | spacemouse | keyboard
-    translation_scale: float = 0.5  # action per unit input (1.0 = max_translation per step)
-    rotation_scale: float = 0.5
+    translation_scale: float = 1.0  # action per unit input (1.0 = a full-scale step: 0.2 m/s at conf/action's defaults)
+    rotation_scale: float = 1.0  # (1.0 = 0.4 rad/s)
     key_hold_s: float = 0.15  # a key press drives its axis this long (terminals repeat held keys ~30 Hz)
     deadzone: float = 0.05  # SpaceMouse inputs below this are zero
     key_stream: str = ""  # keyboard: read keys from this file / FIFO instead of the terminal (scripted sessions)

@@ -38,21 +38,24 @@ class TrackingConfig:
     (1 = no filtering); brake_time_s: places the braking waypoint v * brake_time_s / 2 past the
     target (0: the arm comes to rest exactly on the last target when the stream stops, after a
     short overshoot of about v^2 / 2a); relative_dynamics_factor:
-    fraction of the Franka's velocity/acceleration/jerk limits the planner may use.
+    fraction of the Franka's velocity/acceleration/jerk limits the planner may use (0.2: up to
+    2.6 m/s^2); face_brake_accel: near a workspace face (the floor guard), the speed towards it is
+    capped so that such an overshoot stays inside the box.
     """
 
     mode: str = "smooth"
     velocity_filter: float = 0.6
     brake_time_s: float = 0.0
     relative_dynamics_factor: float = 0.2
+    face_brake_accel: float = 1.0  # m/s^2: towards a workspace face, waypoint speed <= sqrt(2 * this * distance)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"tracking mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.velocity_filter <= 1:
             raise ValueError(f"velocity_filter must be in (0, 1], got {self.velocity_filter}")
-        if self.brake_time_s < 0 or not 0 < self.relative_dynamics_factor <= 1:
-            raise ValueError("brake_time_s must be >= 0 and relative_dynamics_factor in (0, 1]")
+        if self.brake_time_s < 0 or not 0 < self.relative_dynamics_factor <= 1 or self.face_brake_accel <= 0:
+            raise ValueError("brake_time_s must be >= 0, relative_dynamics_factor in (0, 1] and face_brake_accel > 0")
 
 
 @dataclass(frozen=True)
@@ -128,11 +131,13 @@ class TargetTracker:
             return TrackPlan((Waypoint(pos, quat, zero, zero),))
         lin = self._lin.copy()
         if self.bounds is not None:
-            # A target on the box face must not be passed at speed outwards: the arm would
-            # overshoot the workspace before braking.
+            # A target near a box face must not be passed at speed towards it: the arm runs on
+            # about v^2 / 2a past a waypoint before braking back, and the floor of the box is the
+            # floor guard. Capping the speed at sqrt(2 a_face d) keeps that overshoot under the
+            # distance d to the face (a_face is below the planner's deceleration); on the face, zero.
             lo, hi = self.bounds
-            lin[(pos <= lo + 1e-6) & (lin < 0)] = 0.0
-            lin[(pos >= hi - 1e-6) & (lin > 0)] = 0.0
+            a = 2.0 * cfg.face_brake_accel
+            lin = np.clip(lin, -np.sqrt(a * np.maximum(pos - lo, 0.0)), np.sqrt(a * np.maximum(hi - pos, 0.0)))
         reach = Waypoint(pos, quat, lin, self._ang.copy(), min_time_s=self.period_estimate)
         half = 0.5 * cfg.brake_time_s
         brake_pos = pos + lin * half

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from toto_robot.config import to_dict
 
 EXPERT = "expert"  # the policy reference of the scripted expert (privileged cube pose)
-PRIVILEGED = ("cube_pos", "cube_quat")  # store extras a policy may read in sim (oracle)
 
 
 class RolloutError(RuntimeError):
@@ -213,6 +212,7 @@ def _worker(env_cfg: dict[str, Any], tasks: Any, results: Any) -> None:
 
     torch.set_num_threads(1)  # one core per worker; also makes every episode's numbers identical run to run
     from envs.cube_pick import CubePickEnv
+    from envs.rollout import run_episode
 
     env = CubePickEnv(env_cfg)
     loaded: tuple[str, Any, list[str]] | None = None
@@ -248,38 +248,13 @@ def _load(ref: str, env: Any) -> tuple[Any, list[str]]:
 
         return ScriptedExpert(env, noise=0.0, seed=0), []
     from envs.collect import EXTRAS
+    from envs.rollout import PRIVILEGED
     from toto_robot.policy import load_policy
     from toto_robot.spec import ShapeMeta
 
     base = env.unwrapped.shape_meta
     provided = ShapeMeta(obs={**base.obs, **{k: EXTRAS[k] for k in PRIVILEGED}}, action=base.action)
-    policy = load_policy(ref, provided=provided, convention=getattr(env.unwrapped, "action_convention", None),
+    policy = load_policy(ref, provided=provided, convention=env.unwrapped.action_convention,
                          what=f"the cube_pick env (cameras {base.rgb_keys}, {env.unwrapped.cfg.render_size} px)",
                          device="cpu")
     return policy, [k for k in PRIVILEGED if k in policy.shape_meta.obs]
-
-
-def run_episode(env: Any, policy: Any, seed: int, privileged: list[str] = (), record: bool = False
-                ) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-    """One episode; success = `is_success` at any step. Privileged keys come from the env's cube pose."""
-    from envs.rollout import side_by_side
-
-    base = env.unwrapped
-    rgb_keys = base.shape_meta.rgb_keys
-    obs, info = env.reset(seed=int(seed))
-    policy.reset()
-    frames: list[np.ndarray] | None = [] if record else None
-    done, success, steps, ret = False, False, 0, 0.0
-    t0 = time.perf_counter()
-    while not done:
-        if frames is not None:
-            frames.append(side_by_side(obs, rgb_keys) if rgb_keys else base.render())
-        if privileged:
-            pos, quat, _ = base.cube_pose()
-            obs = {**obs, "cube_pos": pos.astype(np.float32), "cube_quat": quat.astype(np.float32)}
-        obs, reward, terminated, truncated, info = env.step(policy.select_action(obs))
-        steps, ret, done = steps + 1, ret + float(reward), terminated or truncated
-        success = success or bool(info["is_success"])
-    if frames is not None:
-        frames.append(side_by_side(obs, rgb_keys) if rgb_keys else base.render())
-    return {"seed": int(seed), "success": success, "steps": steps, "return": ret, "wall_s": time.perf_counter() - t0}, frames

@@ -85,17 +85,10 @@ def ensure_demos(cfg: TrainPolicyConfig) -> dict[str, Any] | None:
 
 
 def env_contract(env_cfg: CubePickConfig) -> tuple[Any, Any]:
-    """(observation spec, action convention or None) the env offers.
+    """(observation spec, action convention) of the env `env_cfg` describes."""
+    from envs.cube_pick import cube_pick_shape_meta
 
-    The convention is read from the env when it exposes one (`CubePickEnv.action_convention`);
-    before that, there is nothing to check against and None is returned."""
-    from envs.cube_pick import CubePickEnv
-
-    env = CubePickEnv(env_cfg)
-    try:
-        return env.shape_meta, getattr(env, "action_convention", None)
-    finally:
-        env.close()
+    return cube_pick_shape_meta(list(env_cfg.cameras), env_cfg.render_size), env_cfg.action
 
 
 def check_store(store: Any, spec: Any, convention: Any) -> None:
@@ -106,8 +99,7 @@ def check_store(store: Any, spec: Any, convention: Any) -> None:
 
     try:
         check_provides(store.shape_meta, spec, "the env of this job", f"demo store {store.path}")
-        if convention is not None:
-            check_convention(store.attrs.get(ATTR_KEY), convention, f"demo store {store.path}")
+        check_convention(store.attrs.get(ATTR_KEY), convention, f"demo store {store.path}")
     except SpecError as e:
         raise type(e)(f"{e}\n  (collect demos of this env into another store with demos.out=PATH)") from None
 

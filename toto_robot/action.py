@@ -23,7 +23,7 @@ policy checkpoint, and data made under another convention is refused by `check_c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ class ActionConvention:
 
     control_hz: float = 10.0
     max_translation: float = 0.02  # m per step at full scale (0.2 m/s at 10 Hz)
-    max_rotation: float = 0.1  # rad per step at full scale (1 rad/s at 10 Hz)
+    max_rotation: float = 0.04  # rad per step at full scale (0.4 rad/s at 10 Hz)
     max_lead: float = 0.04  # m the target may run ahead of the measured end effector
     name: str = NAME
     version: int = VERSION
@@ -59,6 +59,11 @@ class ActionConvention:
     @property
     def dim(self) -> int:
         return 7
+
+    def at_rate(self, control_hz: float) -> ActionConvention:
+        """The same full-scale speeds [m/s, rad/s] at another control rate (benches, tests)."""
+        k = self.control_hz / control_hz
+        return replace(self, control_hz=control_hz, max_translation=self.max_translation * k, max_rotation=self.max_rotation * k)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """(translation (3,) m, rotation vector (3,) rad, close gripper?) of one action."""

@@ -20,10 +20,23 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 def as_dataclass(cls: type[T], cfg: Any) -> T:
     """Validate `cfg` (DictConfig, dict or None) against dataclass `cls` and return an instance."""
     schema = OmegaConf.structured(cls)
+    _writable(schema)
     if cfg is not None:
-        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+        # Interpolations (e.g. runner.control_hz: ${robot.action.control_hz}) resolve against the
+        # whole config this node came from, before it is merged into a schema of its own.
+        node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
         schema = OmegaConf.merge(schema, node)
     return OmegaConf.to_object(schema)  # type: ignore[return-value]
+
+
+def _writable(node: DictConfig) -> None:
+    """Clear the read-only flag OmegaConf puts on frozen dataclasses (e.g. ActionConvention): the
+    YAML fills them in here; the instance built from the schema is still frozen."""
+    OmegaConf.set_readonly(node, None)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.collect import SEED_KEY, CollectConfig, collect_demos
+from envs.collect import EXTRAS, SEED_KEY, CollectConfig, collect_demos
 from envs.cube_pick import CubePickEnv, cube_pick_shape_meta
+from toto_robot.action import ATTR_KEY, ActionConvention, ActionConventionError
 from toto_robot.config import as_dataclass
 from toto_robot.episode_store import EpisodeStore, EpisodeStoreError
 
@@ -38,12 +39,14 @@ def test_collect_round_trip_replay_and_resume(tmp_path):
     assert store.shape_meta.to_dict() == cube_pick_shape_meta(["agentview", "wrist"], 32).to_dict()
     attrs = store.attrs
     assert attrs["control_hz"] == 10.0 and attrs["env_config"]["render_size"] == 32
+    assert attrs[ATTR_KEY] == ActionConvention().to_dict()  # what the stored actions mean
     assert set(attrs["camera_params"]) == {"agentview", "wrist"}
     assert np.asarray(attrs["camera_params"]["agentview"]["intrinsics"]).shape == (3, 3)
     assert attrs["code_version"]["toto_robot"] and attrs["code_version"]["git_commit"]
     ep = store.get_episode(0)
     assert np.all(np.abs(ep["action"]) <= 1) and ep["agentview_image"].dtype == np.uint8
     assert "cube_pos" in ep and len(set(ep[SEED_KEY].ravel().tolist())) == 1
+    assert np.all((0.04 <= ep["cube_size"]) & (ep["cube_size"] <= 0.06))  # what a replay needs to place the cube
 
     # The stored actions replayed from the stored seed reproduce the stored observations exactly.
     env = CubePickEnv(attrs["env_config"])
@@ -68,6 +71,17 @@ def test_resume_with_other_spec_fails(tmp_path):
     EpisodeStore.create(out, cube_pick_shape_meta(["agentview"], 64))
     with pytest.raises(EpisodeStoreError, match="spec differs"):
         collect_demos(_cfg(out, 1))
+
+
+def test_demos_made_under_another_or_no_action_convention_are_refused(tmp_path):
+    old = tmp_path / "old.zarr"  # collected before the convention was recorded
+    EpisodeStore.create(old, cube_pick_shape_meta(["agentview", "wrist"], 32), extras=EXTRAS, attrs={"control_hz": 10.0})
+    with pytest.raises(ActionConventionError, match="old.zarr.*records no action convention.*Collect it again"):
+        collect_demos(_cfg(old, 1))
+    collect_demos(_cfg(tmp_path / "new.zarr", 1))
+    faster = {"action": {"max_translation": 0.03}}
+    with pytest.raises(ActionConventionError, match="max_translation: recorded 0.02, expected 0.03"):
+        collect_demos(_cfg(tmp_path / "new.zarr", 2, env={**TINY_ENV, **faster}))
 
 
 def test_bad_options_fail(tmp_path):

@@ -19,7 +19,9 @@ from envs.expert import ScriptedExpert
 from envs.gl import GLBackendError, select_gl_backend
 from envs.rollout import evaluate
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS, eval_seeds, train_seeds
-from toto_robot.spec import SpecError
+from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul
+from toto_robot.scene import FLOOR_GUARD, FLOOR_Z
+from toto_robot.spec import EEF_QUAT_REFERENCE, SpecError
 
 SMALL = {"render_size": 32, "render_mode": "fast"}
 
@@ -117,8 +119,54 @@ def test_translation_action_moves_tcp_in_base_frame(env):
     for _ in range(4):
         obs = env.step(np.array([1, 0, 0, 0, 0, 0, -1], dtype=np.float32))[0]
     delta = obs["eef_pos"] - start
-    assert 0.08 < delta[0] < 0.2 + 1e-6  # <= 4 x 5 cm, servo lag allowed
-    assert abs(delta[1]) < 0.01 and abs(delta[2]) < 0.01
+    assert delta[0] == pytest.approx(4 * env.action_convention.max_translation, abs=0.002)  # no servo lag
+    assert abs(delta[1]) < 0.002 and abs(delta[2]) < 0.002
+
+
+@pytest.mark.parametrize("action", [[1, 0, 0], [0, -0.5, 0], [0, 0, -0.2], [1, 1, 1], [0.5, 0, 0.5]])
+def test_tcp_reaches_each_target_within_the_step(env, action):
+    # The convention's target (integrated on the previous target, norm-capped), reached as on a Franka.
+    conv = env.action_convention
+    obs, _ = env.reset(seed=2)
+    target, quat = obs["eef_pos"].astype(float), obs["eef_quat"].astype(float)  # the env starts on the measured pose
+    a = np.array([*action, 0, 0, 0, -1], np.float32)
+    for _ in range(6):
+        target, quat, _ = conv.next_target(target, quat, a, obs["eef_pos"])
+        obs = env.step(a)[0]
+        assert np.linalg.norm(obs["eef_pos"] - target) < 0.002
+    obs = env.step(np.array([0, 0, 0, 0, 0, 0.5, -1], np.float32))[0]  # half-scale yaw
+    assert quat_angle(obs["eef_quat"], quat_mul(quat_from_rotvec([0, 0, 0.5 * conv.max_rotation]), quat)) < 0.003
+
+
+def test_targets_stop_at_the_floor_guard(env):
+    obs, _ = env.reset(seed=0)
+    for _ in range(20):  # full scale down, 40 cm asked for from 25 cm up (away from the cube)
+        obs = env.step(np.array([-0.3, 0, -1, 0, 0, 0, -1], np.float32))[0]
+    assert obs["eef_pos"][2] == pytest.approx(FLOOR_GUARD, abs=0.002)  # fingertips clear the table
+
+
+def test_eef_quat_sign_is_continuous_through_the_home_orientation(env):
+    # Pointing down has w = 0: tilting through it flipped the sign of a w >= 0 quaternion.
+    obs, _ = env.reset(seed=3)
+    quats = [obs["eef_quat"]]
+    for tilt in [1.0] * 5 + [-1.0] * 10:
+        quats.append(env.step(np.array([0, 0, 0, tilt, 0, 0, -1], np.float32))[0]["eef_quat"])
+    quats = np.array(quats, float)
+    assert (quats[:, 0] > 0).any() and (quats[:, 0] < 0).any()  # w did cross 0
+    assert np.linalg.norm(np.diff(quats, axis=0), axis=1).max() < 0.05
+    assert np.all(quats @ np.array(EEF_QUAT_REFERENCE) > 0)
+
+
+def test_floor_collides_a_dropped_cube_comes_to_rest():
+    e = CubePickEnv(cameras=[], randomization={"enabled": False})
+    e.reset(seed=0)
+    q = e._cube_qpos
+    e.data.qpos[q:q + 3] = [1.0, 0.0, 0.3]  # beyond the table's far edge (x = 0.7)
+    for _ in range(15):
+        e.step(np.array([0, 0, 0, 0, 0, 0, -1], np.float32))
+    pos, _, half = e.cube_pose()
+    assert pos[2] == pytest.approx(FLOOR_Z + half, abs=0.005)
+    e.close()
 
 
 def test_get_state_reset_to_replays_exactly(env):
@@ -258,13 +306,17 @@ def test_osmesa_backend_renders():
 
 
 def test_env_yaml_matches_config_defaults():
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from envs.config import CubePickConfig
+    from toto_robot.action import ActionConvention
     from toto_robot.config import CONF_DIR, as_dataclass, to_dict
 
-    cfg = as_dataclass(CubePickConfig, OmegaConf.load(CONF_DIR / "env" / "cube_pick.yaml"))
-    assert to_dict(cfg) == to_dict(CubePickConfig())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        node = compose("collect_demos").env
+    cfg = as_dataclass(CubePickConfig, node)
+    assert to_dict(cfg) == to_dict(CubePickConfig())  # gym.make without a config gets conf/ too
+    assert cfg.action == ActionConvention()  # conf/action/default.yaml, the one place for the scale
 
 
 def test_gym_render_mode_rgb_array_returns_agentview():

@@ -32,10 +32,10 @@ def test_target_integrates_on_previous_target_and_lead_is_bounded():
 
 def test_to_action_inverts_step():
     c = ActionConvention()
-    a = c.to_action(np.array([0.01, -0.005, 0.0]), np.array([0.0, 0.0, 0.05]), -1.0)
+    a = c.to_action(np.array([0.01, -0.005, 0.0]), np.array([0.0, 0.0, 0.03]), -1.0)
     delta, rotvec, close = c.step(a)
     np.testing.assert_allclose(delta, [0.01, -0.005, 0.0], atol=1e-7)
-    np.testing.assert_allclose(rotvec, [0, 0, 0.05], atol=1e-7)
+    np.testing.assert_allclose(rotvec, [0, 0, 0.03], atol=1e-7)
     assert not close
 
 

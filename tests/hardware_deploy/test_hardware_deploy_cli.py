@@ -1,15 +1,19 @@
-"""deploy_policy.py as a user runs it: --help, and --dry-run on franky-sim (nothing moves, all recorded)."""
+"""deploy_policy.py as a user runs it: --help, --dry-run on franky-sim (nothing moves, all recorded), the
+franky-sim rehearsal with the scripted pick."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from hardware.recording import DRY_RUN
 from toto_robot.config import CONF_DIR
 from toto_robot.episode_store import EpisodeStore
+from toto_robot.scene import FLOOR_GUARD
 
 ROOT = CONF_DIR.parent
 
@@ -31,3 +35,18 @@ def test_dry_run_on_franky_sim_records_without_moving(tmp_path):
     assert len(ep["action"]) == 10 and np.all(ep["status"] == DRY_RUN)
     assert np.abs(ep["eef_pos"] - ep["eef_pos"][0]).max() < 1e-3  # the arm did not move
     assert (tmp_path / "logs" / "rollout_00000.json").exists()
+
+
+@pytest.mark.slow
+def test_rehearsal_command_picks_the_cube_in_the_env_world(tmp_path):
+    # The README's rehearsal: franky-sim in the cube_pick world, the env's two cameras rendered from it,
+    # the scripted pick in the action convention; the grasp is above the floor guard.
+    cmd = [sys.executable, "deploy_policy.py", "sim=true", "robot=franky_sim", "camera=franky_sim", "policy.type=scripted",
+           f"record.store={tmp_path / 'rehearsal.zarr'}", "record.label=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "egl"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "stop: done" in out.stdout and "(lifted)" in out.stdout, out.stdout[-2000:]
+    ep = EpisodeStore.open(tmp_path / "rehearsal.zarr").get_episode(0)
+    assert ep["agentview_image"].shape[1:] == ep["wrist_image"].shape[1:] == (128, 128, 3)
+    assert ep["eef_pos"][:, 2].min() >= FLOOR_GUARD - 0.004  # the measured hand stayed on the floor guard
+    assert ep["gripper_width"][-1, 0] > 0.04  # holding the 5 cm cube

@@ -9,14 +9,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from hardware.deploy_app import replay_episode
-from toto_robot.spec import franka_shape_meta
-from hardware.replay import compare_actions
+from hardware.replay import compare_actions, path_error
 from hardware.simple_policies import TinyTorchConfig, TinyTorchPolicy
+from toto_robot.action import ATTR_KEY, ActionConvention, ActionConventionError
 from toto_robot.config import CONF_DIR
 from toto_robot.episode_store import EpisodeStore
-from toto_robot.spec import SpecError
+from toto_robot.spec import SpecError, franka_shape_meta
 
 SM = franka_shape_meta(["agentview_image"], 32)
+CONVENTION = {ATTR_KEY: ActionConvention().to_dict()}  # what collect_demos / the runner write
+HOME_Q = np.array([0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398], np.float32)
 
 
 def _store(tmp_path, policy: TinyTorchPolicy, steps: int = 12) -> str:
@@ -30,7 +32,7 @@ def _store(tmp_path, policy: TinyTorchPolicy, steps: int = 12) -> str:
     }
     ep["action"] = np.stack([policy.select_action({k: ep[k][t] for k in SM.obs}) for t in range(steps)])
     path = tmp_path / "demo.zarr"
-    EpisodeStore.create(path, SM).add_episode(ep)
+    EpisodeStore.create(path, SM, attrs=CONVENTION).add_episode(ep)
     return str(path)
 
 
@@ -56,12 +58,38 @@ def test_offline_replay_rejects_a_mismatched_store(tmp_path):
         compare_actions(wrong, store.get_episode(0), progress=False)
 
 
+def test_stores_without_or_with_another_action_convention_are_refused(tmp_path):
+    ep = {k: np.zeros((3, *s.shape), s.dtype) for k, s in SM.data_spec().items()}
+    EpisodeStore.create(tmp_path / "old.zarr", SM, attrs={"control_hz": 10.0}).add_episode(ep)  # made before: no convention
+    other = {ATTR_KEY: {**ActionConvention().to_dict(), "max_translation": 0.05}}
+    EpisodeStore.create(tmp_path / "other.zarr", SM, attrs=other).add_episode(ep)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        old = compose("replay_episode", [f"store={tmp_path / 'old.zarr'}", "mode=online", "sim=true", "robot=franky_sim"])
+        changed = compose("replay_episode", [f"store={tmp_path / 'other.zarr'}", "policy.type=scripted"])
+    with pytest.raises(ActionConventionError, match="old.zarr records no action convention.*made before.*move the arm differently"):
+        replay_episode(old)  # refused before anything starts or moves
+    with pytest.raises(ActionConventionError, match="another action convention.*max_translation: recorded 0.05, expected 0.02"):
+        replay_episode(changed)
+
+
+def test_path_error_is_relative_to_each_start_pose():
+    rec = np.cumsum(np.tile([0.02, 0, 0], (10, 1)), axis=0)
+    rep = rec + [0.1, -0.2, 0.05]  # the same motion from another start: no error
+    assert path_error(rec, rep)["max_m"] == pytest.approx(0.0, abs=1e-12)
+    rep[5:, 2] += 0.01  # a 1 cm dip halfway
+    e = path_error(rec, rep)
+    assert e["max_m"] == pytest.approx(0.01) and e["mean_m"] == pytest.approx(0.005) and e["steps"] == 10
+
+
 def test_online_replay_through_the_runner_on_franky_sim(tmp_path):
-    recorded = np.zeros((15, 7), np.float32)
-    recorded[:, 0] = 0.4  # +2 cm per step along x
+    steps = 15
+    recorded = np.zeros((steps, 7), np.float32)
+    recorded[:, 0] = 1.0  # full scale: +2 cm per step along x
     recorded[:, 6] = -1.0
-    ep = {k: np.zeros((15, *s.shape), s.dtype) for k, s in SM.obs.items()}
-    EpisodeStore.create(tmp_path / "src.zarr", SM).add_episode({**ep, "action": recorded})
+    ep = {k: np.zeros((steps, *s.shape), s.dtype) for k, s in SM.obs.items()}
+    ep["joint_pos"][:] = HOME_Q  # where the recorded episode started (and, here, stayed)
+    ep["eef_pos"] = np.array([0.307, 0.0, 0.487], np.float32) + np.outer(np.arange(steps), [0.02, 0, 0]).astype(np.float32)
+    EpisodeStore.create(tmp_path / "src.zarr", SM, attrs=CONVENTION).add_episode({**ep, "action": recorded})
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("replay_episode", [
             f"store={tmp_path / 'src.zarr'}", "mode=online", "sim=true", "robot=franky_sim", "robot.home_speed=0.5",
@@ -69,7 +97,12 @@ def test_online_replay_through_the_runner_on_franky_sim(tmp_path):
             "image_size=32", f"record.store={tmp_path / 'replayed.zarr'}", f"record.log_dir={tmp_path / 'logs'}",
         ])
     summary = replay_episode(cfg)
-    assert summary["stop_reason"] == "done" and summary["steps"] == 15
-    out = EpisodeStore.open(tmp_path / "replayed.zarr").get_episode(0)
-    np.testing.assert_allclose(out["action"][:, 0], 0.4, atol=1e-5)  # within the safety limits: sent as recorded
-    assert out["eef_pos"][-1, 0] - out["eef_pos"][0, 0] > 0.15
+    (row,) = summary["episodes"]
+    assert row["stop_reason"] == "done" and row["steps"] == steps
+    out = EpisodeStore.open(tmp_path / "replayed.zarr")
+    assert out.attrs[ATTR_KEY] == ActionConvention().to_dict()  # the replay's own record says what its actions mean
+    ep_out = out.get_episode(0)
+    np.testing.assert_allclose(ep_out["action"][:, 0], 1.0, atol=1e-5)  # within the safety limits: sent as recorded
+    np.testing.assert_allclose(ep_out["joint_pos"][0], HOME_Q, atol=0.01)  # started where the episode started
+    assert ep_out["eef_pos"][-1, 0] - ep_out["eef_pos"][0, 0] > 0.25
+    assert row["eef_path_error_mean_m"] < 0.01 and row["eef_path_error_max_m"] < 0.02

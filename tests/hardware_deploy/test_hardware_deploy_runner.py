@@ -33,7 +33,7 @@ HZ = 10.0
 
 
 def robot_config(host: str) -> FrankyConfig:
-    return FrankyConfig(host=host, realtime_config="ignore", control_hz=HZ, home_speed=0.4)
+    return FrankyConfig(host=host, realtime_config="ignore", home_speed=0.4)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +181,29 @@ def test_ctrl_c_stops_and_returns_home(robot):
     np.testing.assert_allclose(robot.get_state().joint_pos, home, atol=0.02)
 
 
+def test_second_ctrl_c_during_homing_stops_the_arm_where_it_is(robot, monkeypatch):
+    home = np.asarray(robot.config.home_joints)
+    homing = robot.move_home
+
+    def move_home_interrupted(*args, **kwargs):  # the operator presses Ctrl-C again while the arm goes home
+        threading.Timer(0.4, _thread.interrupt_main).start()
+        return homing(*args, **kwargs)
+
+    actions = np.tile(np.array([0, 1.0, 0, 0, 0, 0, 1.0], np.float32), (100, 1))  # sideways, gripper closed
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    monkeypatch.setattr(robot, "move_home", move_home_interrupted)
+    _, result = run(robot, ReplayPolicy(actions, SHAPE_META), max_steps=100)
+    monkeypatch.undo()
+    assert result.stop_reason == "interrupted"
+    assert any("second Ctrl-C" in e for e in result.log.events), result.log.events
+    time.sleep(0.5)
+    s = robot.get_state()
+    assert not s.motion_active and s.ok  # stopped, not faulted
+    assert np.abs(s.joint_pos - home).max() > 0.03  # held where it stopped, not home
+    assert s.gripper_width < 0.01  # the gripper was not opened
+    robot.move_home()
+
+
 def test_simulator_killed_mid_run_stops_cleanly_and_keeps_the_rollout(tmp_path):
     path = tmp_path / "rollouts.zarr"
     with SimServerProcess(host=None, realtime=True) as proc:
@@ -244,3 +267,15 @@ def test_end_effector_outside_the_box_stops_the_run():
     assert start[2] > 0.25, start
     assert result.stop_reason == "workspace" and "outside the workspace box" in result.message
     assert result.episode is None
+
+
+def test_measured_hand_below_the_floor_guard_stops_the_run():
+    # The ready pose is ~0.487 m high; a floor guard at 0.50 m puts the measured hand 1.3 cm below it.
+    guard = SafetyConfig(workspace_min=[0.25, -0.35, 0.5], workspace_max=[0.75, 0.35, 0.65])
+    with SimServer(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), guard) as r:
+        r.move_home()
+        _, result = run(r, tiny(), max_steps=10)
+        _, within = run(r, tiny(), max_steps=3, floor_stop_margin=0.02)  # tolerance for tracking overshoot
+    assert result.stop_reason == "floor_guard" and "below the floor guard" in result.message
+    assert result.episode is None  # stopped before any command
+    assert within.stop_reason == "max_steps"

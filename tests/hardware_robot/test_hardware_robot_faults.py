@@ -12,7 +12,7 @@ from hardware.franky_sim_server import SimServer
 from hardware.robot import RobotConnectionError, RobotError, RobotReflexError
 
 franky = pytest.importorskip("franky")
-FORWARD = np.array([0.2, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+FORWARD = np.array([0.5, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # 1 cm per step
 
 
 @pytest.fixture(scope="module")

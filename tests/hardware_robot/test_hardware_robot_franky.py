@@ -60,7 +60,7 @@ def test_connect_and_read_state(robot):
 
 
 def test_move_home_from_elsewhere(robot):
-    run(robot, [0.4, 0.3, -0.3, 0, 0, 0.3, 1.0], 6)
+    run(robot, [1.0, 0.8, -0.8, 0, 0, 1.0, 1.0], 6)
     assert np.abs(robot.get_state().joint_pos - HOME_Q).max() > 0.05
     robot.move_home()
     s = robot.get_state()
@@ -70,21 +70,21 @@ def test_move_home_from_elsewhere(robot):
 
 def test_relative_cartesian_moves_in_base_frame(robot):
     p0 = robot.get_state().eef_pos
-    cmds = run(robot, [0.4, 0, 0, 0, 0, 0, -1], 5)  # 0.4 * 0.05 m = 2 cm per step along base +x
+    cmds = run(robot, [1.0, 0, 0, 0, 0, 0, -1], 5)  # full scale: 2 cm per step along base +x
     assert all(c.sent and not c.clamps for c in cmds)
     p1 = robot.get_state().eef_pos
     np.testing.assert_allclose(p1 - p0, [0.1, 0, 0], atol=0.003)
     np.testing.assert_allclose(cmds[-1].target_pos, p0 + [0.1, 0, 0], atol=1e-6)
-    run(robot, [0, -0.2, 0.2, 0, 0, 0, -1], 5)  # 1 cm per step along -y and +z
+    run(robot, [0, -0.5, 0.5, 0, 0, 0, -1], 5)  # 1 cm per step along -y and +z
     np.testing.assert_allclose(robot.get_state().eef_pos - p1, [0, -0.05, 0.05], atol=0.003)
 
 
 def test_rotation_about_base_z(robot):
     q0 = robot.get_state().eef_quat
-    cmds = run(robot, [0, 0, 0, 0, 0, 0.2, -1], 4)  # 0.05 rad per step about base z (0.5 rad/s limit)
+    cmds = run(robot, [0, 0, 0, 0, 0, 1.0, -1], 4)  # full scale: 0.04 rad per step about base z
     assert not any(c.clamps for c in cmds)
     q1 = robot.get_state().eef_quat
-    expected = quat_mul(quat_from_rotvec([0, 0, 0.2]), q0)
+    expected = quat_mul(quat_from_rotvec([0, 0, 0.16]), q0)
     assert quat_angle(q1, expected) < 0.01
 
 
@@ -108,7 +108,7 @@ def test_grasp_and_lift_cube(sim):
     with make_robot(sim, SafetyConfig(workspace_min=[0.25, -0.35, 0.0])) as robot:
         robot.move_home()
         quat = robot.get_state().eef_quat
-        cube = sim.cube_pos()  # 5 cm cube resting on the floor
+        cube = sim.cube_pos()  # 5 cm cube resting on the table
         move_to(robot, cube + [0, 0, 0.12], quat)
         move_to(robot, cube, quat)
         assert robot.grasp() is True
@@ -137,7 +137,7 @@ def test_workspace_box_holds_and_far_target_refused(sim):
     safety = SafetyConfig(workspace_max=[0.75, 0.35, top])
     with make_robot(sim, safety) as robot:
         robot.move_home()
-        run(robot, [0, 0, 1.0, 0, 0, 0, -1], 8)  # pushes up at 0.25 m/s into the lid
+        run(robot, [0, 0, 1.0, 0, 0, 0, -1], 8)  # pushes up at 0.2 m/s into the lid
         s = robot.get_state()
         assert s.eef_pos[2] <= top + 0.002 and s.eef_pos[2] > top - 0.005
         assert robot.safety.counts["workspace"] >= 1

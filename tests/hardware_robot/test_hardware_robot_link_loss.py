@@ -16,7 +16,7 @@ from hardware.franky_sim_server import SimServerProcess
 from hardware.robot import RobotConnectionError
 
 franky = pytest.importorskip("franky")
-FORWARD = np.array([0.2, 0, 0, 0, 0, 0, -1], dtype=np.float32)
+FORWARD = np.array([0.5, 0, 0, 0, 0, 0, -1], dtype=np.float32)  # 1 cm per step
 
 
 def test_simulator_killed_mid_motion_gives_clean_error():

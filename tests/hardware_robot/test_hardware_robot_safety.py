@@ -5,17 +5,24 @@ import pytest
 from omegaconf import OmegaConf
 
 from hardware import build_robot
-from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
+from hardware.robot import RobotState
 from hardware.safety import SafetyConfig, SafetyFilter
 from hardware.tracking import TargetTracker, TrackingConfig
+from toto_robot.action import ActionConvention
 from toto_robot.config import CONF_DIR
+from toto_robot.rotations import quat_angle, quat_from_rotvec, quat_mul, rotvec_from_quat
+from toto_robot.scene import FINGERTIP_BELOW_TCP, FLOOR_GUARD
+from toto_robot.spec import EEF_QUAT_REFERENCE
 
 DOWN = np.array([0.0, 1.0, 0.0, 0.0])  # wxyz: gripper pointing down
 HOME = np.array([0.45, 0.0, 0.4])
 
 
-def make_filter(**kw) -> SafetyFilter:
-    f = SafetyFilter(SafetyConfig(**kw), control_hz=10.0, max_translation=0.05, max_rotation=0.25)
+CONV = ActionConvention()  # 0.02 m, 0.04 rad per full-scale step at 10 Hz, lead 0.04 m
+
+
+def make_filter(action: ActionConvention = CONV, **kw) -> SafetyFilter:
+    f = SafetyFilter(SafetyConfig(**kw), action)
     f.reset(HOME, DOWN, gripper_closed=False)
     return f
 
@@ -33,7 +40,7 @@ def test_non_finite_action_refused_and_counted(bad, caplog):
     assert f.counts["refused"] == 1 and f.counts["sent"] == 0
     assert "refused" in caplog.text
     # The reference is untouched: the next good action continues from HOME.
-    cmd = f.filter_action(act(0.2, 0, 0), HOME)
+    cmd = f.filter_action(act(0.5, 0, 0), HOME)
     np.testing.assert_allclose(cmd.target_pos, HOME + [0.01, 0, 0])
 
 
@@ -42,16 +49,36 @@ def test_wrong_shape_refused():
     assert not cmd.sent and "shape" in cmd.reason
 
 
-def test_per_step_translation_and_speed_limits():
-    f = make_filter(max_step_translation=0.03, max_speed=0.2)  # 0.2 m/s at 10 Hz -> 0.02 m per step
-    cmd = f.filter_action(act(1, 0, 0), HOME)  # asks for 0.05 m
-    assert cmd.sent and "speed" in cmd.clamps
-    np.testing.assert_allclose(cmd.target_pos - HOME, [0.02, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(cmd.action[:3], [0.4, 0, 0], atol=1e-6)  # the action actually sent
-    f = make_filter(max_step_translation=0.01, max_speed=1.0)
-    cmd = f.filter_action(act(1, 1, 0), HOME)
+def test_full_scale_action_is_the_conventions_step_never_cut():
+    f = make_filter()
+    for a in (act(1, 0, 0), act(0, -1, 0), act(1, 1, 1), act(0, 0, 0, rot=(1, 1, 0))):
+        ref_pos, ref_quat = f.ref_pos.copy(), f.ref_quat.copy()
+        want_pos, want_quat, _ = CONV.next_target(ref_pos, ref_quat, a, ref_pos)
+        cmd = f.filter_action(a, ref_pos)
+        assert cmd.sent and cmd.clamps == (), cmd.clamps
+        np.testing.assert_allclose(cmd.target_pos, want_pos, atol=1e-12)  # the env's target, exactly
+        assert quat_angle(cmd.target_quat, want_quat) < 1e-9
+        np.testing.assert_allclose(cmd.action[:6], CONV.to_action(want_pos - ref_pos, rotvec_from_quat(
+            quat_mul(want_quat, [ref_quat[0], *-ref_quat[1:]])), 0)[:6], atol=1e-6)
+
+
+@pytest.mark.parametrize("limit", [{"max_speed": 0.1}, {"max_step_translation": 0.01}, {"max_angular_speed": 0.2},
+                                   {"max_step_rotation": 0.02}, {"max_lead": 0.02}])
+def test_limits_that_would_cut_a_full_scale_action_are_refused_at_start(limit):
+    with pytest.raises(ValueError, match=f"cut a full-scale action.*{next(iter(limit))}"):
+        make_filter(**limit)
+
+
+def test_per_step_limits_bound_absolute_targets():
+    f = make_filter(max_step_translation=0.03, max_speed=0.25)
+    cmd = f.filter_target(HOME + [0.1, 0, 0], DOWN, None, HOME)
+    assert cmd.clamps == ("speed",)
+    np.testing.assert_allclose(cmd.target_pos - HOME, [0.025, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(cmd.action[:3], [1, 0, 0], atol=1e-6)  # the action actually sent (capped)
+    f = make_filter(max_step_translation=0.021, max_speed=1.0)
+    cmd = f.filter_target(HOME + [0.1, 0.1, 0], DOWN, None, HOME)
     assert cmd.clamps == ("translation",)
-    assert np.linalg.norm(cmd.target_pos - HOME) == pytest.approx(0.01)
+    assert np.linalg.norm(cmd.target_pos - HOME) == pytest.approx(0.021)
 
 
 def test_out_of_range_action_clipped():
@@ -61,16 +88,18 @@ def test_out_of_range_action_clipped():
 
 def test_rotation_limit_and_sent_action_reproduces_target():
     f = make_filter(max_step_rotation=0.1, max_angular_speed=10.0)
-    cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 1.0)), HOME)  # asks for 0.25 rad about z
+    cmd = f.filter_target(HOME, quat_mul(quat_from_rotvec([0, 0, 0.3]), DOWN), None, HOME)  # 0.3 rad about z
     assert "rotation" in cmd.clamps
     assert quat_angle(cmd.target_quat, DOWN) == pytest.approx(0.1, abs=1e-9)
+    cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 0.7)), HOME)
     # The recorded action maps back onto the target through the shared convention.
-    rot = quat_from_rotvec(cmd.action[3:6].astype(np.float64) * 0.25)
-    assert quat_angle(quat_mul(rot, DOWN), cmd.target_quat) < 1e-6
+    rot = quat_from_rotvec(cmd.action[3:6].astype(np.float64) * CONV.max_rotation)
+    before = quat_mul(quat_from_rotvec([0, 0, 0.1]), DOWN)
+    assert quat_angle(quat_mul(rot, before), cmd.target_quat) < 1e-6
 
 
 def test_lead_limit_holds_target_near_arm():
-    f = make_filter(max_lead=0.04, max_speed=1.0, max_step_translation=0.05)
+    f = make_filter()  # the convention's max_lead (0.04 m) acts first; the safety's (0.06 m) is a second bound
     measured = HOME.copy()  # the arm does not move (blocked): targets may not run away
     for _ in range(5):
         cmd = f.filter_action(act(1, 0, 0), measured)
@@ -88,7 +117,7 @@ def test_workspace_clip_near_face_refuse_far_outside():
 
 
 def test_absolute_target_obeys_step_limits():
-    f = make_filter(max_speed=0.1)
+    f = make_filter(ActionConvention(max_translation=0.01), max_speed=0.1)
     cmd = f.filter_target(HOME + [0.2, 0, 0], DOWN, None, HOME)
     np.testing.assert_allclose(cmd.target_pos, HOME + [0.01, 0, 0])
     assert cmd.clamps == ("speed",)
@@ -113,14 +142,14 @@ def test_gripper_debounce_and_min_interval():
 
 
 def test_clamp_rate_counts():
-    f = make_filter(max_speed=0.1)
-    f.filter_action(act(1, 0, 0), HOME)
+    f = make_filter(workspace_max=[0.75, 0.35, 0.41])
+    f.filter_action(act(0, 0, 1), HOME)  # 2 cm up: 1 cm through the box's ceiling
     f.filter_action(act(0.1, 0, 0), HOME)
     assert f.clamp_rate == pytest.approx(0.5)
 
 
 def test_filter_needs_reference_and_config_validated():
-    f = SafetyFilter(SafetyConfig(), 10.0, 0.05, 0.25)
+    f = SafetyFilter(SafetyConfig(), CONV)
     with pytest.raises(RuntimeError, match="reference"):
         f.filter_action(act(0, 0, 0), HOME)
     with pytest.raises(ValueError, match="workspace_min"):
@@ -159,14 +188,34 @@ def test_tracker_no_outward_velocity_on_box_face():
     assert np.all(brake.pos <= hi)
 
 
+def test_tracker_slows_towards_the_floor_guard_so_it_cannot_overshoot_it():
+    # Descending at full speed onto a grasp just above the floor guard: passing that target at
+    # 0.2 m/s would carry the hand ~8 mm further (v^2 / 2a at 2.6 m/s^2), below the guard.
+    lo = np.array([0.25, -0.35, FLOOR_GUARD])
+    tr = TargetTracker(TrackingConfig(velocity_filter=1.0), 0.1, bounds=(lo, np.array([0.75, 0.35, 0.65])))
+    tr.reset(np.array([0.5, 0.0, 0.035]), DOWN)
+    reach, _ = tr.plan(np.array([0.5, 0.0, FLOOR_GUARD + 0.0005]), DOWN).waypoints  # 2 cm down in one step
+    overshoot = reach.lin_vel[2] ** 2 / (2 * 2.6)  # the planner's braking at relative_dynamics_factor 0.2
+    assert -0.2 < reach.lin_vel[2] < 0 and overshoot < 0.0005
+    up, _ = tr.plan(np.array([0.5, 0.0, FLOOR_GUARD + 0.0205]), DOWN).waypoints  # away from the floor: not capped
+    assert up.lin_vel[2] == pytest.approx(0.2)
+
+
 def test_tracking_config_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         TrackingConfig(mode="jerky")
 
 
+def compose_deploy(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("deploy_policy", overrides=list(overrides))
+
+
 def test_conf_groups_build_a_robot_and_reject_typos():
-    robot_cfg = OmegaConf.load(CONF_DIR / "robot" / "franky.yaml")
-    safety_cfg = OmegaConf.load(CONF_DIR / "safety" / "default.yaml")
+    cfg = compose_deploy("robot=franky")
+    robot_cfg, safety_cfg = cfg.robot, cfg.safety
     robot = build_robot(robot_cfg, safety_cfg)  # not connected: no network needed
     assert robot.config.tracking.mode == "smooth" and robot.safety.config.max_speed == 0.25
     assert not robot.is_connected
@@ -177,10 +226,7 @@ def test_conf_groups_build_a_robot_and_reject_typos():
 
 
 def test_panda_config_has_the_panda_joint_limits():
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR / "robot"), version_base="1.3"):
-        cfg = compose("franky_panda")
+    cfg = compose_deploy("robot=franky_panda").robot
     robot = build_robot(cfg)
     assert robot.config.joint_upper[6] == pytest.approx(2.8973) and robot.config.host == "172.16.0.2"
     with pytest.raises(ValueError, match="home_joints"):
@@ -199,23 +245,23 @@ def test_tracker_measures_the_period_on_the_controller_clock():
 
 
 def test_orientation_kept_within_max_tilt_of_nominal():
-    f = make_filter(max_tilt=0.5, max_angular_speed=2.0)
-    for _ in range(10):  # 0.2 rad per step about base x: 2 rad asked for
-        cmd = f.filter_action(act(0, 0, 0, rot=(0.8, 0, 0)), HOME)
+    f = make_filter(max_tilt=0.5)
+    for _ in range(20):  # 0.04 rad per step about base x: 0.8 rad asked for
+        cmd = f.filter_action(act(0, 0, 0, rot=(1, 0, 0)), HOME)
     assert "tilt" in cmd.clamps and f.counts["tilt"] >= 7
     assert quat_angle(cmd.target_quat, DOWN) == pytest.approx(0.5, abs=1e-6)
-    back = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # turning back is not clamped
-    assert "tilt" not in back.clamps and quat_angle(back.target_quat, DOWN) == pytest.approx(0.4, abs=1e-6)
+    back = f.filter_action(act(0, 0, 0, rot=(-1, 0, 0)), HOME)  # turning back is not clamped
+    assert "tilt" not in back.clamps and quat_angle(back.target_quat, DOWN) == pytest.approx(0.46, abs=1e-6)
 
 
 def test_tilted_reference_is_not_yanked_back():
     f = make_filter(max_tilt=0.3)
     tilted = quat_mul(quat_from_rotvec([0.8, 0, 0]), DOWN)  # the arm was left tilted by 0.8 rad
     f.reset(HOME, tilted)
-    cmd = f.filter_action(act(0, 0, 0, rot=(0.4, 0, 0)), HOME)  # further out: held at 0.8
+    cmd = f.filter_action(act(0, 0, 0, rot=(1, 0, 0)), HOME)  # further out: held at 0.8
     assert quat_angle(cmd.target_quat, tilted) < 1e-6 and "tilt" in cmd.clamps
-    cmd = f.filter_action(act(0, 0, 0, rot=(-0.4, 0, 0)), HOME)  # back in: one normal step
-    assert quat_angle(cmd.target_quat, tilted) == pytest.approx(0.05, abs=1e-6)  # 0.5 rad/s at 10 Hz
+    cmd = f.filter_action(act(0, 0, 0, rot=(-1, 0, 0)), HOME)  # back in: one full-scale step
+    assert quat_angle(cmd.target_quat, tilted) == pytest.approx(CONV.max_rotation, abs=1e-6)
 
 
 def test_bad_nominal_quat_or_tilt_rejected():
@@ -241,9 +287,9 @@ def test_wrist_kept_within_reach_of_the_shoulder():
 def test_yaw_kept_within_max_yaw_of_the_arm_azimuth():
     # Yaw (about the vertical) is a twist, not a tilt: it has its own bound, relative to the
     # direction the arm points in (joint 7 counter-rotates by exactly that relative yaw).
-    f = make_filter(max_yaw=0.6, max_angular_speed=2.0)
-    for _ in range(10):  # 0.2 rad per step about base z: 2 rad asked for
-        cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 0.8)), HOME)
+    f = make_filter(max_yaw=0.6)
+    for _ in range(20):  # 0.04 rad per step about base z: 0.8 rad asked for
+        cmd = f.filter_action(act(0, 0, 0, rot=(0, 0, 1)), HOME)
     assert "yaw" in cmd.clamps and "tilt" not in cmd.clamps
     tilt, yaw = f.orientation(cmd.target_pos, cmd.target_quat)
     assert tilt == pytest.approx(0.0, abs=1e-6) and abs(yaw) == pytest.approx(0.6, abs=1e-6)
@@ -274,3 +320,25 @@ def test_wrist_kept_off_the_folded_elbow():
     assert f.reach(cmd.target_pos, cmd.target_quat) == pytest.approx(0.35, abs=1e-6)
     with pytest.raises(ValueError, match="min_reach"):
         SafetyConfig(min_reach=0.8)
+
+
+def test_floor_guard_is_the_box_floor_and_admits_every_demo_grasp():
+    # A 4 cm cube is grasped with the TCP 2.5 cm under its top, i.e. 1.5 cm above the table: the
+    # old 5 cm box floor clipped every grasp; the floor guard keeps the fingertips 6 mm clear.
+    f = make_filter()
+    assert f.config.workspace_min[2] == FLOOR_GUARD == pytest.approx(FINGERTIP_BELOW_TCP + 0.006)
+    f.reset(np.array([0.5, 0.0, 0.056]), DOWN)
+    cmds = [f.filter_action(act(0, 0, -1), f.ref_pos) for _ in range(3)]  # full scale down: 2 cm a step
+    assert [c.clamps for c in cmds[:2]] == [(), ()] and cmds[1].target_pos[2] == pytest.approx(0.016)
+    assert cmds[2].target_pos[2] == pytest.approx(FLOOR_GUARD) and cmds[2].clamps == ("workspace",)
+
+
+def test_observed_eef_quat_is_continuous_through_the_home_orientation():
+    # Tilting through pointing down, w crosses 0: the robot's w >= 0 quaternion flips sign there.
+    quats = [quat_mul(quat_from_rotvec([a, 0, 0]), DOWN) for a in np.linspace(-0.3, 0.3, 31)]
+    raw = np.array([q if q[0] >= 0 else -q for q in quats])
+    assert np.linalg.norm(np.diff(raw, axis=0), axis=1).max() > 1.5  # the flip
+    obs = [RobotState(joint_pos=np.zeros(7), joint_vel=np.zeros(7), eef_pos=HOME, eef_quat=q, eef_vel=np.zeros(6),
+                      gripper_width=0.08, t_device=0.0, t_host=0.0).as_obs()["eef_quat"] for q in raw]
+    assert np.linalg.norm(np.diff(obs, axis=0), axis=1).max() < 0.02
+    assert all(np.dot(q, EEF_QUAT_REFERENCE) > 0 for q in obs)

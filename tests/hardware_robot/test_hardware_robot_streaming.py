@@ -45,7 +45,7 @@ def stream(robot, actions):
 def test_random_rotations_and_translations_track_without_planner_errors(sim):
     rng = np.random.default_rng(0)
     actions = np.zeros((40, 7))
-    actions[:, :6] = rng.uniform(-0.5, 0.5, (40, 6))  # up to 2.5 cm and 0.125 rad per step
+    actions[:, :6] = rng.uniform(-1, 1, (40, 6))  # up to a full-scale step: 2 cm and 0.04 rad
     actions[:, 6] = -1.0
     with make_robot(sim, use_gripper=False) as robot:
         robot.move_home()

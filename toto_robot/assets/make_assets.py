@@ -1,6 +1,6 @@
-"""Regenerate envs/assets/ (FR3 arm + Franka hand) from the installed franky-sim package.
+"""Regenerate toto_robot/assets/ (FR3 arm + Franka hand) from the installed franky-sim package.
 
-Run once after upgrading franky-sim: ``python envs/assets/make_assets.py``. It copies fr3.xml
+Run once after upgrading franky-sim: ``python toto_robot/assets/make_assets.py``. It copies fr3.xml
 (mesh folder rewritten), the collision STLs and the licence NOTICE, and writes visual meshes
 decimated with fast-simplification: rendering cost on a CPU rasteriser is set by triangle
 count (the full ~240k-triangle visual set takes ~37 ms a frame on one core). franky-sim is read
