@@ -121,6 +121,7 @@ def build_algo(cfg: BCConfig, shape_meta: ShapeMeta, device: torch.device) -> An
     with warnings.catch_warnings():
         # robomimic's ResNet18Conv asks torchvision for `pretrained=False`, deprecated wording for no weights
         warnings.filterwarnings("ignore", message="Arguments other than a weight enum", category=UserWarning)
+        warnings.filterwarnings("ignore", message="The parameter 'pretrained' is deprecated", category=UserWarning)
         if cfg.algo.chunk > 1:
             return BCChunk(algo_config=rc.algo, obs_config=rc.observation, global_config=rc, obs_key_shapes=shapes,
                            ac_dim=ac_dim, device=device, chunk=cfg.algo.chunk)

@@ -47,6 +47,7 @@ def make_store(path: Path, n_episodes: int = 3, steps: int = 8, cameras: tuple[s
             joint_pos=rng.normal(0, 0.2, (steps, 7)).astype(np.float32),
             cube_pos=cube,
             cube_quat=np.tile(np.array([1, 0, 0, 0], np.float32), (steps, 1)),
+            cube_size=np.full((steps, 1), 0.05, np.float32),
             episode_seed=np.full((steps, 1), e, np.int64),
         )
         act = np.zeros((steps, 7), np.float32)
