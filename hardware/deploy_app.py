@@ -185,10 +185,10 @@ def _sim_report(session: Session, result: RolloutResult) -> str:
 
 def deploy(cfg: DictConfig) -> list[RolloutResult]:
     """deploy_policy.py: policy from `checkpoint` or `policy`, rollouts recorded to `record.store`."""
-    from hardware.policy_loader import build_policy, checkpoint_image_size
+    from hardware.policy_loader import build_policy, prepare_checkpoint
 
     node = _policy_node(cfg)
-    image_size = checkpoint_image_size(node["checkpoint"]) if node.get("checkpoint") else None
+    image_size = prepare_checkpoint(node["checkpoint"]) if node.get("checkpoint") else None
     with open_session(cfg) as session:
         if node.get("type") == "scripted":
             node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention

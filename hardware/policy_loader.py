@@ -37,12 +37,18 @@ def build_policy(cfg: Any, shape_meta: ShapeMeta | None = None, convention: Any 
     return policy
 
 
-def checkpoint_image_size(path: str) -> int | None:
-    """Side of the square images a checkpoint's policy reads (None without cameras): a session
-    resizes its camera frames to it (`prepare_image`), whatever the cameras deliver."""
+def prepare_checkpoint(path: str) -> int | None:
+    """Before a session starts: import the checkpoint's policy class, and return the side of the
+    square images it reads (None without cameras), to which the session resizes camera frames.
+
+    The class is imported first because some (BC policies: torch's compiler stack, via robomimic)
+    load a native LLVM that segfaults when Mesa's llvmpipe - franky-sim's camera rendering - is
+    already in the process."""
     from toto_robot.checkpoint import read_checkpoint
 
-    spec = read_checkpoint(path, load_tensors=False).shape_meta
+    ckpt = read_checkpoint(path, load_tensors=False)
+    POLICIES.get(ckpt.policy_class)
+    spec = ckpt.shape_meta
     sizes = {spec.obs[k].shape[0] for k in spec.rgb_keys}
     if len(sizes) > 1:
         raise ValueError(f"{path}: cameras of different sizes {sorted(sizes)} are not supported by the runner")

@@ -11,5 +11,10 @@
 import contextlib
 import io
 
+# torch's compiler stack loads triton, which bundles its own LLVM. Loaded after Mesa's llvmpipe (MuJoCo
+# rendering through EGL/OSMesa) is in the process, it segfaults; loaded first, both work. robomimic
+# imports it through torchvision, so load it here, before any env renders.
+import torch._dynamo  # noqa: F401
+
 with contextlib.redirect_stdout(io.StringIO()):  # robomimic nags on import about an optional private settings file
     import robomimic.macros  # noqa: F401

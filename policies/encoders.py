@@ -9,6 +9,7 @@ of frames (which the ResNet baseline uses).
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from robomimic.models.base_nets import SpatialSoftmax
 from robomimic.models.obs_core import EncoderCore, Randomizer
 from robomimic.utils.obs_utils import Modality
 
-from toto_robot.encoder import TotoEncoder, build_encoder, encoder_hash, load_encoder
+from toto_robot.encoder import EncoderArtifactError, TotoEncoder, build_encoder, encoder_hash, load_encoder
 from toto_robot.models.pooling import PoolingConfig, build_pooling
 
 TOTO_MODALITY = "toto"
@@ -48,6 +49,9 @@ def frozen_encoder(artifact: str | None, weights: str = "pretrained", seed: int 
         raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
     key = (str(Path(artifact).resolve()) if artifact else None, weights, seed if weights == "random" else 0)
     if key not in _ENCODERS:
+        if not artifact and inspect.signature(load_encoder).parameters["path"].default is inspect.Parameter.empty:
+            raise EncoderArtifactError("this toto_robot ships no default encoder yet: pass encoder.artifact=PATH "
+                                       "(an export_encoder.py artifact)")
         encoder = load_encoder(artifact) if artifact else load_encoder()
         _ENCODERS[key] = random_like(encoder, seed) if weights == "random" else encoder
     return _ENCODERS[key]

@@ -77,7 +77,7 @@ def toto_cores(policy: RobomimicPolicy) -> dict[str, TotoCore]:
 
 
 def prepare(cfg: BCConfig, store: EpisodeStore, episodes: Sequence[int], device: str = "auto",
-            progress: bool = True) -> tuple[RobomimicPolicy, DemoData]:
+            progress: bool = True, fingerprint: str | None = None) -> tuple[RobomimicPolicy, DemoData]:
     """A fresh policy for `cfg` with normalizers fitted on `episodes`, and their training data
     (camera features from the cache when the encoder is frozen and no augmentation is on)."""
     spec = policy_shape_meta(cfg, store.data_spec, store.shape_meta.action)
@@ -88,17 +88,16 @@ def prepare(cfg: BCConfig, store: EpisodeStore, episodes: Sequence[int], device:
     policy = RobomimicPolicy(cfg, spec, Normalizers.fit(low.low_dim, low.actions), convention, device, training)
     rows = {}
     if cfg.encoder.frozen and cfg.encoder.cache and not cfg.encoder.shift:
-        fingerprint = dataset_fingerprint(store)
+        fingerprint = fingerprint or dataset_fingerprint(store)
         rows = {k: cached_features(store, k, core, progress, fingerprint) for k, core in toto_cores(policy).items()}
     return policy, load_demos(store, episodes, cfg.low_dim_keys, cfg.camera_keys, rows)
 
 
-def run_id(cfg: BCConfig, train: TrainConfig, store: EpisodeStore, episodes: Sequence[int]) -> dict[str, Any]:
+def run_id(cfg: BCConfig, train: TrainConfig, fingerprint: str, episodes: Sequence[int]) -> dict[str, Any]:
     """What a resumable training state must match: configs, episodes and the store's content.
     Not the epoch count (a rerun with more epochs trains on), nor how often it saves."""
     tcfg = {k: v for k, v in to_dict(train).items() if k not in ("epochs", "checkpoint_every", "num_threads")}
-    return {"policy": to_dict(cfg), "train": tcfg, "episodes": list(map(int, episodes)),
-            "dataset": dataset_fingerprint(store)}
+    return {"policy": to_dict(cfg), "train": tcfg, "episodes": list(map(int, episodes)), "dataset": fingerprint}
 
 
 def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: Sequence[int], run_dir: str | os.PathLike,
@@ -114,8 +113,9 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
         torch.set_num_threads(train_cfg.num_threads)
     torch.manual_seed(train_cfg.seed)
     t0 = time.perf_counter()
-    ident = run_id(cfg, train_cfg, store, episodes)
-    policy, data = prepare(cfg, store, episodes, device, progress)
+    fingerprint = dataset_fingerprint(store)
+    ident = run_id(cfg, train_cfg, fingerprint, episodes)
+    policy, data = prepare(cfg, store, episodes, device, progress, fingerprint)
     prepare_s = time.perf_counter() - t0
     before, after = window(cfg)
     history = dict.fromkeys(cfg.camera_keys, cfg.obs.history)
@@ -154,7 +154,6 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
         if rollout is not None and (last or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)):
             policy.training.update(epoch=epoch)
             candidate = policy.save(run_dir / ".candidate.safetensors")
-            policy.algo.set_eval()
             success = float(rollout(candidate))
             curves.eval_epoch.append(epoch)
             curves.success.append(success)
@@ -170,7 +169,8 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
             _save_state(state_path, policy, ident, curves, best_epoch, best)
     bar.close()
     if rollout is None and (run_dir / LAST_FILE).exists():
-        shutil.copyfile(run_dir / LAST_FILE, run_dir / POLICY_FILE)
+        shutil.copyfile(run_dir / LAST_FILE, run_dir / f".{POLICY_FILE}.tmp")
+        os.replace(run_dir / f".{POLICY_FILE}.tmp", run_dir / POLICY_FILE)
         best_epoch = curves.epoch[-1] if curves.epoch else 0
     return TrainResult(run_dir / POLICY_FILE, curves, best_epoch, best, sum(curves.epoch_s), prepare_s, data.n_steps, start)
 

