@@ -14,11 +14,9 @@ import multiprocessing.connection
 import os
 import queue
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ from envs.config import CubePickConfig
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 from toto_robot.action import ATTR_KEY, check_convention
 from toto_robot.config import to_dict
+from toto_robot.provenance import code_version
 from toto_robot.spec import ArraySpec
 
 MOTIONS = ("expert", "random", "mixed")
@@ -62,6 +61,8 @@ class CollectConfig:
 class RandomMotion:
     """Smooth random actions (low-pass filtered noise) with occasional gripper toggles; a Policy."""
 
+    done = False
+
     def __init__(self, env: Any, seed: int | None = None, smoothing: float = 0.8) -> None:
         self.shape_meta = env.unwrapped.shape_meta
         self.rng = np.random.default_rng(seed)
@@ -82,18 +83,6 @@ class RandomMotion:
         action[3:6] *= 0.5
         action[6] = self._gripper
         return action.astype(np.float32)
-
-
-def code_version() -> dict[str, str]:
-    """toto_robot version and the git commit of this checkout (if it is one)."""
-    import toto_robot
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"toto_robot": toto_robot.__version__, "git_commit": commit or "unknown"}
 
 
 def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray], bool, int]:
