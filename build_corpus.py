@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from envs.collect import CollectConfig, collect_demos
 from pretrain.data.corpus import NaturalMediaConfig, build_natural_media
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 
 
@@ -20,6 +21,7 @@ class CorpusConfig:
 
 
 @hydra.main(config_path="conf", config_name="build_corpus", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     c = as_dataclass(CorpusConfig, cfg)
     natural = build_natural_media(c.natural, f"{c.out}/natural")

@@ -1,6 +1,8 @@
 """Tokenizer throughput and quality: our dVAE encoder vs OpenAI's DALL-E dVAE encoder.
 
-Runs standalone on a bare GPU box (python + torch + numpy + dall_e; no hydra/zarr/av/mujoco):
+Runs standalone on a bare GPU box (python + torch + numpy [+ dall_e]; no hydra/zarr/av/mujoco).
+Without the optional `dall_e` package (`pip install dall-e requests attrs`) the DALL-E comparison
+is skipped with a note:
 
     python bench/tokenizer_throughput.py                 # cuda when available: full run, < 4 min
     python bench/tokenizer_throughput.py --device cpu --quick   # smoke test (CI)
@@ -17,6 +19,7 @@ codebook use are reported next to the speed. The last line printed is JSON with 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -207,7 +210,10 @@ def main() -> None:
     result = {"device": dev_name, "torch": torch.__version__, "input": "128x128 -> 16x16 codes, vocab 8192",
               "batch": args.batch, "ours_size": args.size, "ours_params_m": round(ours_params, 2),
               "ours_frames_per_s": round(ours, 1)}
-    if not args.skip_dalle:
+    if not args.skip_dalle and importlib.util.find_spec("dall_e") is None:
+        notes["dalle"] = "skipped: the dall_e package is not installed (pip install dall-e requests attrs)"
+        log(f"[dalle] {notes['dalle']}; the comparison is left out")
+    elif not args.skip_dalle:
         dalle, params = bench_dalle(args, device, notes)
         log(f"[dalle] encoder ({params:.1f}M params): {dalle:,.0f} frames/s at batch {args.batch} ({notes['dalle']})")
         log(f"[ratio] ours ({ours_params:.1f}M params) / DALL-E ({params:.1f}M params): {ours / dalle:.1f}x the frames/s")

@@ -10,12 +10,13 @@ An existing store is resumed (its spec must match); Ctrl-C leaves it valid.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
+import os
 import queue
 import signal
-import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from envs.config import CubePickConfig
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 from toto_robot.action import ATTR_KEY, check_convention
 from toto_robot.config import to_dict
+from toto_robot.provenance import code_version
 from toto_robot.spec import ArraySpec
 
 MOTIONS = ("expert", "random", "mixed")
@@ -59,6 +61,8 @@ class CollectConfig:
 class RandomMotion:
     """Smooth random actions (low-pass filtered noise) with occasional gripper toggles; a Policy."""
 
+    done = False
+
     def __init__(self, env: Any, seed: int | None = None, smoothing: float = 0.8) -> None:
         self.shape_meta = env.unwrapped.shape_meta
         self.rng = np.random.default_rng(seed)
@@ -79,18 +83,6 @@ class RandomMotion:
         action[3:6] *= 0.5
         action[6] = self._gripper
         return action.astype(np.float32)
-
-
-def code_version() -> dict[str, str]:
-    """toto_robot version and the git commit of this checkout (if it is one)."""
-    import toto_robot
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"toto_robot": toto_robot.__version__, "git_commit": commit or "unknown"}
 
 
 def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray], bool, int]:
@@ -120,8 +112,21 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
     return episode, success, n
 
 
+def _exit_with_parent() -> None:
+    """End this worker as soon as the collecting process dies, even by kill -9 (a daemon process
+    is only stopped by a parent that exits normally): a thread waits on the parent's sentinel."""
+    parent = mp.parent_process()
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _worker(cfg: CollectConfig, tasks: mp.Queue, results: mp.Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    _exit_with_parent()
     from envs.cube_pick import CubePickEnv
     from envs.expert import ScriptedExpert
 
@@ -184,15 +189,20 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
     for p in procs:
         p.start()
     attempts = successes = steps = in_flight = 0
+    # Results are handled in seed order whatever order the workers finish in, so the same command
+    # stores the same episodes; `pending` holds those that arrived before a lower seed's.
+    pending: dict[int, tuple[Any, bool, int]] = {}
+    next_result = next_seed
     video_frames: list[np.ndarray] = []
     interrupted = False
     start = time.perf_counter()
     bar = tqdm(total=cfg.n_episodes, initial=stored_before, desc="collect", disable=not cfg.progress)
     try:
         while store.n_episodes < cfg.n_episodes:
-            # Keep each worker busy with one queued seed, but never run more than needed.
-            missing = cfg.n_episodes - store.n_episodes
-            while in_flight < min(cfg.workers * 2, missing + cfg.workers) and attempts + in_flight < max_attempts:
+            # Keep each worker busy with one queued seed, but never run (or hold) more than needed.
+            needed = cfg.n_episodes - store.n_episodes
+            while (in_flight + len(pending) < min(cfg.workers * 2, needed + cfg.workers)
+                   and attempts + in_flight + len(pending) < max_attempts):
                 if next_seed >= seeds.stop:
                     raise RuntimeError(f"ran out of {cfg.seed_split} seeds")
                 tasks.put(next_seed)
@@ -200,22 +210,26 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
             if in_flight == 0:
                 break
             try:
-                seed, episode, success, n = results.get(timeout=5.0)
+                seed, *result = results.get(timeout=5.0)
             except queue.Empty:
                 if not all(p.is_alive() for p in procs):
                     raise RuntimeError("a collection worker died") from None
                 continue
             in_flight -= 1
-            if isinstance(episode, Exception):
-                raise RuntimeError(f"episode with seed {seed} failed in a worker: {episode!r}") from episode
-            attempts, successes, steps = attempts + 1, successes + success, steps + n
-            if (success or cfg.keep_failures) and store.n_episodes < cfg.n_episodes:
-                store.add_episode(episode)
-                bar.update(1)
-                if cfg.video_path and shape_meta.rgb_keys and len(video_frames) < cfg.video_episodes * cfg.env.episode_len:
-                    video_frames.extend(side_by_side({k: episode[k][t] for k in shape_meta.rgb_keys}, shape_meta.rgb_keys)
-                                        for t in range(n))
-            bar.set_postfix(attempts=attempts, success=f"{successes / attempts:.0%}")
+            pending[seed] = tuple(result)
+            while next_result in pending and store.n_episodes < cfg.n_episodes:
+                seed, (episode, success, n) = next_result, pending.pop(next_result)
+                next_result += 1
+                if isinstance(episode, Exception):
+                    raise RuntimeError(f"episode with seed {seed} failed in a worker: {episode!r}") from episode
+                attempts, successes, steps = attempts + 1, successes + success, steps + n
+                if success or cfg.keep_failures:
+                    store.add_episode(episode)
+                    bar.update(1)
+                    if cfg.video_path and shape_meta.rgb_keys and len(video_frames) < cfg.video_episodes * cfg.env.episode_len:
+                        video_frames.extend(side_by_side({k: episode[k][t] for k in shape_meta.rgb_keys}, shape_meta.rgb_keys)
+                                            for t in range(n))
+                bar.set_postfix(attempts=attempts, success=f"{successes / attempts:.0%}")
     except KeyboardInterrupt:
         interrupted = True
     finally:

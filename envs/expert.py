@@ -45,6 +45,8 @@ def _wrap_quarter(angle: float) -> float:
 class ScriptedExpert:
     """Policy over a CubePickEnv (or a gymnasium wrapper of one); `noise` is the action std."""
 
+    done = False  # the env decides when an episode ends
+
     def __init__(self, env: gym.Env, noise: float = 0.05, seed: int | None = None) -> None:
         self.env = env.unwrapped
         self.shape_meta = self.env.shape_meta

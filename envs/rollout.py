@@ -1,7 +1,8 @@
-"""Run any Policy in the cube_pick sim over a list of seeds; optionally write an mp4.
+"""Run any Policy in the cube_pick sim: one episode (`run_episode`), or a list of seeds in this
+process (`evaluate`); write mp4s.
 
-Used by the scripted-expert checks, BC evaluation and train_policy.py. Evaluation should use
-`envs.seeds.eval_seeds(n)` (disjoint from the seeds demonstrations were collected on).
+`policies.evaluation` runs `run_episode` in one worker per core for BC evaluation. Evaluation
+should use `envs.seeds.eval_seeds(n)` (disjoint from the seeds demonstrations were collected on).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from envs.config import CubePickConfig
 from toto_robot.policy import Policy
 
 PolicyOrFactory = Policy | Callable[[gym.Env], Policy]
+PRIVILEGED = ("cube_pos", "cube_quat")  # store extras (envs.collect.EXTRAS) a sim policy may read: the oracle
 
 
 def make_env(env_cfg: gym.Env | CubePickConfig | dict | Any) -> tuple[gym.Env, bool]:
@@ -48,6 +50,40 @@ def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> None:
     tmp.replace(path)
 
 
+def run_episode(env: gym.Env, policy: Policy, seed: int, privileged: Iterable[str] = (), record: bool = False
+                ) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """One episode from `env.reset(seed)`; success = `is_success` at any step.
+
+    privileged: store extras the policy reads besides the env's observation (`cube_pos`,
+    `cube_quat`: the oracle), filled from the simulator's cube pose each step. record: also return
+    the frames (cameras side by side, or the agentview render without cameras).
+    Returns ({seed, success, steps, return, wall_s}, frames or None).
+    """
+    base = env.unwrapped
+    rgb_keys = base.shape_meta.rgb_keys
+    extra = list(privileged)
+    unknown = [k for k in extra if k not in PRIVILEGED]
+    if unknown:
+        raise ValueError(f"no simulator source for {unknown}; privileged keys: {PRIVILEGED}")
+    obs, info = env.reset(seed=int(seed))
+    policy.reset()
+    frames: list[np.ndarray] | None = [] if record else None
+    done, success, steps, ret = False, False, 0, 0.0
+    t0 = time.perf_counter()
+    while not done:
+        if frames is not None:
+            frames.append(side_by_side(obs, rgb_keys) if rgb_keys else base.render())
+        if extra:
+            pos, quat, _ = base.cube_pose()
+            obs = {**obs, "cube_pos": pos.astype(np.float32), "cube_quat": quat.astype(np.float32)}
+        obs, reward, terminated, truncated, info = env.step(policy.select_action(obs))
+        steps, ret, done = steps + 1, ret + float(reward), terminated or truncated
+        success = success or bool(info["is_success"])
+    if frames is not None:
+        frames.append(side_by_side(obs, rgb_keys) if rgb_keys else base.render())
+    return {"seed": int(seed), "success": success, "steps": steps, "return": ret, "wall_s": time.perf_counter() - t0}, frames
+
+
 def evaluate(
     policy: PolicyOrFactory,
     env_cfg_or_env: gym.Env | CubePickConfig | dict | Any,
@@ -56,37 +92,24 @@ def evaluate(
     progress: bool = True,
     video_episodes: int = 3,
 ) -> dict[str, Any]:
-    """Roll out `policy` once per seed.
+    """Roll out `policy` once per seed in this process (`policies.evaluation.RolloutPool` runs
+    seeds on one env per core).
 
     `policy` is a Policy or a factory `env -> Policy` (e.g. `lambda env: ScriptedExpert(env)`
-    for policies that read privileged state). An episode succeeds if `is_success` is true at
-    any step. Returns success_rate, n_episodes, mean_steps,
+    for policies that read privileged state). Returns success_rate, n_episodes, mean_steps,
     episodes (per-episode seed/success/steps/return), frames_per_s (control steps/s incl.
     rendering and policy time) and wall_s.
     """
     env, owned = make_env(env_cfg_or_env)
     if not isinstance(policy, Policy):
         policy = policy(env)
-    seeds = list(seeds)
-    rgb_keys = env.unwrapped.shape_meta.rgb_keys
     episodes, frames = [], []
-    steps_total, start = 0, time.perf_counter()
+    start = time.perf_counter()
     try:
-        for i, seed in enumerate(tqdm(seeds, desc="evaluate", disable=not progress)):
-            obs, info = env.reset(seed=int(seed))
-            policy.reset()
-            record = video_path is not None and i < video_episodes
-            done, success, steps, ret = False, False, 0, 0.0
-            while not done:
-                if record:
-                    frames.append(side_by_side(obs, rgb_keys) if rgb_keys else env.unwrapped.render())
-                obs, reward, terminated, truncated, info = env.step(policy.select_action(obs))
-                steps, ret, done = steps + 1, ret + float(reward), terminated or truncated
-                success = success or bool(info["is_success"])
-            if record:
-                frames.append(side_by_side(obs, rgb_keys) if rgb_keys else env.unwrapped.render())
-            steps_total += steps
-            episodes.append({"seed": int(seed), "success": success, "steps": steps, "return": ret})
+        for i, seed in enumerate(tqdm(list(seeds), desc="evaluate", disable=not progress)):
+            episode, video = run_episode(env, policy, seed, record=video_path is not None and i < video_episodes)
+            episodes.append({k: episode[k] for k in ("seed", "success", "steps", "return")})
+            frames.extend(video or [])
     finally:
         if owned:
             env.close()
@@ -99,6 +122,6 @@ def evaluate(
         "n_episodes": n,
         "mean_steps": float(np.mean([e["steps"] for e in episodes])) if n else 0.0,
         "episodes": episodes,
-        "frames_per_s": steps_total / wall if wall > 0 else 0.0,
+        "frames_per_s": sum(e["steps"] for e in episodes) / wall if wall > 0 else 0.0,
         "wall_s": wall,
     }

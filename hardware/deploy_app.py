@@ -25,6 +25,7 @@ from hardware.recording import FAILURE, SUCCESS, UNLABELLED, open_rollout_store
 from hardware.robot import Robot
 from hardware.runner import DeployRunner, RolloutResult, RunnerConfig
 from toto_robot.action import ATTR_KEY, ActionConvention
+from toto_robot.cli import UserError
 from toto_robot.config import as_dataclass, to_dict
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
@@ -68,8 +69,9 @@ class Session:
     settings: SessionConfig
     sim: Any = None
 
-    def shape_meta(self) -> ShapeMeta:
-        return franka_shape_meta(list(self.cameras), self.settings.image_size)
+    def shape_meta(self, image_size: int | None = None) -> ShapeMeta:
+        """What this session provides: every camera (resized to `image_size`) and the robot state."""
+        return franka_shape_meta(list(self.cameras), image_size or self.settings.image_size)
 
     def open_store(self, shape_meta: ShapeMeta, source: str, extra_attrs: dict[str, Any] | None = None) -> EpisodeStore | None:
         if not self.record.store:
@@ -184,17 +186,16 @@ def _sim_report(session: Session, result: RolloutResult) -> str:
 
 def deploy(cfg: DictConfig) -> list[RolloutResult]:
     """deploy_policy.py: policy from `checkpoint` or `policy`, rollouts recorded to `record.store`."""
-    from hardware.policy_loader import build_policy
+    from hardware.policy_loader import build_policy, prepare_checkpoint
 
+    node = _policy_node(cfg)
+    image_size = prepare_checkpoint(node["checkpoint"]) if node.get("checkpoint") else None
     with open_session(cfg) as session:
-        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
-        if cfg.get("checkpoint"):
-            node["checkpoint"] = cfg.checkpoint
         if node.get("type") == "scripted":
             node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention
             if session.sim is not None and "cube_pos" not in node:
                 node["cube_pos"] = session.sim.cube_pos().tolist()
-        policy = build_policy(node, session.shape_meta())
+        policy = build_policy(node, session.shape_meta(image_size), session.robot.config.action)
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
         return run_rollouts(session, policy, store, session.settings.episodes, meta)
@@ -250,16 +251,21 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
         from hardware.policy_loader import build_policy
 
         episode = store.get_episode(cfg.episode)
-        node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
-        if cfg.get("checkpoint"):
-            node["checkpoint"] = cfg.checkpoint
-        policy = build_policy(node, store.shape_meta)
+        node = _policy_node(cfg)
+        if "checkpoint" not in node:
+            if not node.get("type"):
+                raise UserError("replay_episode.py mode=offline compares a policy with the recorded actions: give "
+                                "checkpoint=PATH (or policy.type=tiny_torch to run an untrained network on purpose)")
+            print(f"WARNING: no checkpoint: comparing with an UNTRAINED {node['type']} policy built from its config; "
+                  "its errors say nothing about a trained policy", flush=True)
+        policy = build_policy(node, store.shape_meta, as_dataclass(ActionConvention, cfg.robot.action), what=f"store {cfg.store}")
         report = compare_actions(policy, episode)
         out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()
         plot = plot_comparison(report, out / f"replay_episode_{cfg.episode}.png", f"{cfg.store} episode {cfg.episode}")
         summary = {k: v for k, v in report.items() if k not in ("predicted", "recorded")}
         write_json(out / f"replay_episode_{cfg.episode}.json", {**summary, "plot": str(plot), "policy": node})
-        print(f"offline replay of episode {cfg.episode}: mean MAE {summary['mae_mean']:.4f}, "
+        untrained = "" if cfg.get("checkpoint") else f" [UNTRAINED {node['type']} policy]"
+        print(f"offline replay of episode {cfg.episode}{untrained}: mean MAE {summary['mae_mean']:.4f}, "
               f"per dim {[round(x, 4) for x in summary['mae']]}, gripper agreement {summary['gripper_agreement']:.1%}")
         print(f"plot: {plot}")
         return summary
@@ -331,6 +337,17 @@ def _replay_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if any("cube_lifted" in r for r in rows):
         out["cubes_lifted"] = f"{sum(r.get('cube_lifted', False) for r in rows)}/{len(rows)}"
     return out
+
+
+def _policy_node(cfg: DictConfig) -> dict[str, Any]:
+    """`policy` node (type + keys, or runtime keys of a checkpoint's class) with `checkpoint` merged in.
+
+    With a checkpoint, the `type` default of the config file does not apply (the file names its class)."""
+    node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
+    if cfg.get("checkpoint"):
+        node = {k: v for k, v in node.items() if k != "type"}
+        node["checkpoint"] = cfg.checkpoint
+    return node
 
 
 def _hydra_dir() -> Path:

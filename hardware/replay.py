@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from toto_robot.action import ATTR_KEY, ActionConvention, check_convention
+from toto_robot.atomic import save_figure
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
 from toto_robot.spec import SpecError
@@ -99,10 +100,4 @@ def plot_comparison(report: dict[str, Any], path: str | os.PathLike, title: str 
     np.atleast_1d(axes)[-1].set_xlabel("step")
     fig.suptitle(title or f"predicted vs recorded actions (mean MAE {report['mae_mean']:.3f})", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

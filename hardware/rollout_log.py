@@ -8,7 +8,6 @@ the rollout so a high clamp rate or a slow stage is visible after the fact).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from toto_robot import atomic
 
 # Stages timed per control step, in loop order [ms].
 STAGES = ("capture_wait", "state", "preprocess", "inference", "command", "capture_to_command", "oldest_frame_to_command",
@@ -113,12 +114,7 @@ class RolloutLog:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as JSON through a temp file + rename (never a half-written log)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    os.replace(tmp, path)
-    return path
+    return atomic.write_json(path, obj, default=_jsonable)
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,9 +1,8 @@
-"""Policies the runner is tested and benchmarked with, before any BC policy exists.
+"""Small policies the runner is tested and benchmarked with, independent of any training code.
 
-All implement `toto_robot.policy.Policy` (reset / select_action), so the runner never knows
-which one it drives:
+All implement `toto_robot.policy.Policy`, so the runner never knows which one it drives:
 
-- `TinyTorchPolicy`: a small conv + MLP net (random or from a safetensors checkpoint), with an
+- `TinyTorchPolicy`: a small conv + MLP net (random or from a policy checkpoint), with an
   optional latency floor that emulates a heavier encoder (the bench uses ~25 ms);
 - `ScriptedPickPolicy`: closed-loop pick of a cube at a known position (franky-sim scene);
 - `ReplayPolicy`: plays back recorded actions (replay_episode.py).
@@ -11,7 +10,6 @@ which one it drives:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -21,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from toto_robot.action import ActionConvention
+from toto_robot.checkpoint import PolicyCheckpoint
 from toto_robot.config import to_dict
 from toto_robot.scene import CUBE_CENTER, CUBE_HALF
 from toto_robot.spec import ShapeMeta
@@ -33,7 +31,6 @@ from toto_robot.spec import ShapeMeta
 @dataclass
 class TinyTorchConfig:
     type: str = "tiny_torch"
-    checkpoint: str = ""  # safetensors file written by `TinyTorchPolicy.save`; empty = random init
     seed: int = 0
     width: int = 64
     action_scale: float = 0.3  # |translation action| <= this (a random net moves gently)
@@ -62,13 +59,12 @@ class TinyTorchPolicy:
     """obs dict (unbatched) -> (A,) float32 in [-1, 1]; CPU, a few ms per call."""
 
     Config = TinyTorchConfig
+    done = False  # runs until the step limit
 
     def __init__(self, config: TinyTorchConfig, shape_meta: ShapeMeta) -> None:
         self.config, self.shape_meta = config, shape_meta
         torch.manual_seed(config.seed)
         self.net = _TinyNet(shape_meta, config.width).eval()
-        if config.checkpoint:
-            self.net.load_state_dict(load_file(config.checkpoint))
 
     def reset(self) -> None:
         pass  # stateless
@@ -87,25 +83,24 @@ class TinyTorchPolicy:
             time.sleep(wait)  # torch releases the GIL while computing; so does this stand-in
         return a
 
+    def to_checkpoint(self) -> PolicyCheckpoint:
+        """Weights + config + shape meta; no normalizers or encoder (it has neither)."""
+        config = {k: v for k, v in to_dict(self.config).items() if k not in ("checkpoint", *self.RUNTIME_KEYS)}
+        return PolicyCheckpoint("tiny_torch", config, self.shape_meta, tensors=dict(self.net.state_dict()))
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Self-describing checkpoint: weights + policy type, config and shape meta in the metadata."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        meta = {"policy_type": "tiny_torch", "config": json.dumps({**to_dict(self.config), "checkpoint": ""}),
-                "shape_meta": json.dumps(self.shape_meta.to_dict())}
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-        return path
+        return self.to_checkpoint().save(path)
 
     RUNTIME_KEYS = ("min_latency_ms", "action_scale", "rotation_scale", "fixed_gripper")  # may differ from the saved config; the rest may not
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **overrides: Any) -> TinyTorchPolicy:
-        meta = read_checkpoint_metadata(path)
-        runtime = {k: v for k, v in overrides.items() if k in cls.RUNTIME_KEYS}
-        cfg = TinyTorchConfig(**{**json.loads(meta["config"]), **runtime, "checkpoint": str(path)})
-        return cls(cfg, ShapeMeta.from_dict(json.loads(meta["shape_meta"])))
+    def from_checkpoint(cls, ckpt: PolicyCheckpoint, **runtime: Any) -> TinyTorchPolicy:
+        unknown = sorted(set(runtime) - set(cls.RUNTIME_KEYS))
+        if unknown:
+            raise ValueError(f"tiny_torch: {unknown} are fixed by the checkpoint; only {list(cls.RUNTIME_KEYS)} may be set")
+        policy = cls(TinyTorchConfig(**{**ckpt.config, **runtime}), ckpt.shape_meta)
+        policy.net.load_state_dict(ckpt.tensors)
+        return policy
 
 
 @dataclass
@@ -179,13 +174,3 @@ class ReplayPolicy:
         self.i += 1
         self.done = self.i >= len(self.actions)
         return a
-
-
-def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no policy checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "policy_type" not in meta:
-        raise ValueError(f"{path}: not a policy checkpoint (no 'policy_type' in its metadata)")
-    return meta

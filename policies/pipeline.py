@@ -1,38 +1,74 @@
-"""The main job behind `train_policy.py`: demos (collected if missing) -> policy -> sim evaluation -> report."""
+"""The main job behind `train_policy.py`: demos (collected if missing) -> BC policy on the frozen
+encoder -> held-out sim evaluation, with the oracle / proprioception-only baselines and the
+scripted expert evaluated beside it on the same seeds -> a run directory a person can read.
+
+Every stage resumes: collection tops the store up, training continues from its state, evaluation
+skips seeds already evaluated for the same checkpoint. The demos used are the store's first
+`demos.n_episodes` episodes, collected on fixed training seeds: same command, same data.
+"""
 
 from __future__ import annotations
 
-import json
+import os
+import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from envs.collect import CollectConfig
 from envs.config import CubePickConfig
+from policies.config import AlgoConfig, BCConfig, EncoderConfig, ObsConfig, TrainConfig
+from toto_robot.config import CONF_DIR, as_dataclass, to_dict
+
+VALIDATION_OFFSET = 50_000  # validation seeds: eval_seeds(n, start=VALIDATION_OFFSET), disjoint from the test seeds
 
 
 @dataclass
 class DemosConfig:
     out: str = "data/cube_pick_demos.zarr"
-    n_episodes: int = 100  # successful expert episodes the store must hold; collected if missing
+    n_episodes: int = 100  # successful expert episodes used for training; collected if the store has fewer
     workers: int = 2
     expert_noise: float = 0.05
 
 
 @dataclass
 class EvalConfig:
-    n_episodes: int = 50  # on envs.seeds.EVAL_SEEDS, disjoint from the demos' seeds
-    video_episodes: int = 3
+    n_episodes: int = 50  # held-out seeds envs.seeds.eval_seeds(n), disjoint from the demos' seeds
+    workers: int = 2  # one env per process
+    videos: int = 2  # mp4s of this many successes and this many failures
+    expert: bool = True  # also evaluate the scripted expert (privileged) on the same seeds
 
 
 @dataclass
 class TrainPolicyConfig:
     env: CubePickConfig = field(default_factory=CubePickConfig)
-    policy: dict[str, Any] = field(default_factory=lambda: {"name": "scripted_expert"})
+    policy: AlgoConfig = field(default_factory=AlgoConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    obs: ObsConfig = field(default_factory=ObsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     demos: DemosConfig = field(default_factory=DemosConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    out_dir: str = "outputs/train_policy"
+    baselines: list[str] = field(default_factory=lambda: ["oracle", "none"])  # conf/encoder/<name>.yaml, same algo and demos
+    run_name: str = "run"
+    out_dir: str = "outputs/train_policy/run"
+    device: str = "auto"
     progress: bool = True
+
+    @property
+    def bc(self) -> BCConfig:
+        return BCConfig(self.policy, self.encoder, self.obs)
+
+
+def encoder_group(name: str) -> EncoderConfig:
+    """The policy-side encoder config of conf/encoder/<name>.yaml."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "encoder" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (CONF_DIR / "encoder").glob("*.yaml"))
+        raise ValueError(f"unknown encoder {name!r} in baselines; known: {known}")
+    return as_dataclass(EncoderConfig, OmegaConf.load(path))
 
 
 def ensure_demos(cfg: TrainPolicyConfig) -> dict[str, Any] | None:
@@ -43,69 +79,113 @@ def ensure_demos(cfg: TrainPolicyConfig) -> dict[str, Any] | None:
     path = Path(cfg.demos.out)
     if path.exists() and EpisodeStore.open(path).n_episodes >= cfg.demos.n_episodes:
         return None
-    collect_cfg = CollectConfig(
-        env=cfg.env,
-        n_episodes=cfg.demos.n_episodes,
-        out=cfg.demos.out,
-        workers=cfg.demos.workers,
-        expert_noise=cfg.demos.expert_noise,
-        progress=cfg.progress,
-    )
+    collect_cfg = CollectConfig(env=cfg.env, n_episodes=cfg.demos.n_episodes, out=cfg.demos.out,
+                                workers=cfg.demos.workers, expert_noise=cfg.demos.expert_noise, progress=cfg.progress)
     return collect_demos(collect_cfg)
 
 
-def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
-    """Run the whole job; writes report.json and report.md (and eval.mp4) to `cfg.out_dir`."""
-    from envs.rollout import evaluate
-    from envs.seeds import eval_seeds
-    from policies.registry import POLICIES
+def env_contract(env_cfg: CubePickConfig) -> tuple[Any, Any]:
+    """(observation spec, action convention) of the env `env_cfg` describes."""
+    from envs.cube_pick import cube_pick_shape_meta
+
+    return cube_pick_shape_meta(list(env_cfg.cameras), env_cfg.render_size), env_cfg.action
+
+
+def check_store(store: Any, spec: Any, convention: Any) -> None:
+    """The demo store must have been recorded by this env: same observation spec and convention."""
     from toto_robot.action import ATTR_KEY, check_convention
-    from toto_robot.config import to_dict
+    from toto_robot.checkpoint import check_provides
+    from toto_robot.spec import SpecError
+
+    try:
+        check_provides(store.shape_meta, spec, "the env of this job", f"demo store {store.path}")
+        check_convention(store.attrs.get(ATTR_KEY), convention, f"demo store {store.path}")
+    except SpecError as e:
+        raise type(e)(f"{e}\n  (collect demos of this env into another store with demos.out=PATH)") from None
+
+
+def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
+    """The whole job; writes metrics.json, report.md, curves and videos under cfg.out_dir."""
+    from envs.seeds import eval_seeds
+    from policies.evaluation import EXPERT, RolloutPool
+    from policies.report import summary_table
+    from toto_robot.atomic import write_json, write_text
     from toto_robot.episode_store import EpisodeStore
 
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, convention = env_contract(cfg.env)
     collection = ensure_demos(cfg)
-    demos = EpisodeStore.open(cfg.demos.out, shape_meta=None)
-    check_convention(demos.attrs.get(ATTR_KEY), cfg.env.action, f"demos {cfg.demos.out}")  # actions must mean what the env does
-    name = cfg.policy.get("name")
-    policy = POLICIES.build(name, cfg.policy, demos, out_dir)
-    video = out_dir / "eval.mp4" if cfg.eval.video_episodes > 0 else None
-    result = evaluate(
-        policy,
-        cfg.env,
-        eval_seeds(cfg.eval.n_episodes),
-        video_path=video,
-        progress=cfg.progress,
-        video_episodes=cfg.eval.video_episodes,
-    )
-    report = {
-        "policy": dict(cfg.policy),
-        "demos": {"path": cfg.demos.out, "n_episodes": demos.n_episodes, "n_steps": demos.n_steps,
+    store = EpisodeStore.open(cfg.demos.out)
+    check_store(store, spec, convention)
+    store.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
+    if store.n_episodes < cfg.demos.n_episodes:
+        raise RuntimeError(f"{store.path} holds {store.n_episodes} episodes, {cfg.demos.n_episodes} asked; "
+                           "collection stopped early (see its summary above)")
+    episodes = list(range(cfg.demos.n_episodes))
+    test_seeds = eval_seeds(cfg.eval.n_episodes)
+    val_seeds = eval_seeds(cfg.train.eval_episodes, start=VALIDATION_OFFSET)
+
+    rows = []
+    entries = [("main", cfg.encoder, out)] + [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
+    for name, encoder, run_dir in entries:
+        bc = BCConfig(cfg.policy, encoder, cfg.obs)
+        env_cfg = cfg.env if bc.camera_keys else {**to_dict(cfg.env), "cameras": []}  # no rendering for blind policies
+        with RolloutPool(env_cfg, cfg.eval.workers) as pool:
+            rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
+    if cfg.eval.expert:
+        with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as pool:
+            ev = pool.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
+                               progress=cfg.progress, desc="evaluate expert")
+        rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
+                     "per_seed": ev.episodes})
+
+    metrics = {
+        "rows": rows,
+        "demos": {"path": str(store.path), "n_episodes": len(episodes), "n_steps": int(sum(store.episode_lengths()[episodes])),
                   "collected_now": collection},
-        "eval": {k: v for k, v in result.items() if k != "episodes"},
-        "eval_episodes": result["episodes"],
-        "video": str(video) if video else None,
+        "eval_seeds": {"first": test_seeds[0], "n": len(test_seeds), "validation_first": val_seeds[0] if val_seeds else None},
+        "job_wall_s": time.perf_counter() - started,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "config": to_dict(cfg),
     }
-    _write_text(out_dir / "report.json", json.dumps(report, indent=2, default=str))
-    _write_text(out_dir / "report.md", _markdown(report))
-    return report
+    write_json(out / "metrics.json", metrics)
+    table = summary_table(rows)
+    write_text(out / "report.md", f"# train_policy: {cfg.run_name}\n\n{table}\n\nJob wall time {metrics['job_wall_s']:.0f} s "
+                                    f"on {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}).\n")
+    metrics["table"] = table
+    return metrics
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    ev = report["eval"]
-    return (
-        f"# train_policy report\n\n"
-        f"| policy | demos | eval episodes | success rate | mean steps | control steps/s |\n"
-        f"|---|---|---|---|---|---|\n"
-        f"| {report['policy'].get('name')} | {report['demos']['n_episodes']} | {ev['n_episodes']} "
-        f"| {ev['success_rate']:.1%} | {ev['mean_steps']:.1f} | {ev['frames_per_s']:.0f} |\n\n"
-        f"Video: {report['video']}\n"
-    )
+def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: Any, episodes: list[int], run_dir: Path,
+                        pool: Any, test_seeds: list[int], val_seeds: list[int]) -> dict[str, Any]:
+    from policies.latency import measure_latency, store_observations
+    from policies.report import plot_curves
+    from toto_robot.atomic import write_json
+    from policies.train import train
+    from toto_robot.policy import load_policy
 
+    label = f"{name} ({bc.encoder.kind})"
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    def rollout(checkpoint: Path) -> float:
+        return pool.evaluate(str(checkpoint), val_seeds, progress=False).summary()["success_rate"]
+
+    result = train(bc, cfg.train, store, episodes, run_dir, rollout if cfg.train.eval_every else None, cfg.device, cfg.progress)
+    curves = result.curves.__dict__
+    plot_curves(curves, run_dir / "curves.png", f"{label}: {cfg.policy.name}, {len(episodes)} demos")
+    ev = pool.evaluate(str(result.checkpoint), test_seeds, video_dir=run_dir / "videos", n_videos=cfg.eval.videos,
+                       results_path=run_dir / "eval.jsonl", progress=cfg.progress, desc=f"evaluate {name}")
+    policy = load_policy(result.checkpoint, device=cfg.device)
+    latency = measure_latency(policy, store_observations(store, list(policy.shape_meta.obs), 20))
+    row = {
+        "name": name, "encoder": bc.encoder.kind, "algo": cfg.policy.name, "demos": len(episodes),
+        "checkpoint": str(result.checkpoint), "eval": ev.summary(), "per_seed": ev.episodes, "videos": ev.videos,
+        "latency": latency,
+        "train": {"train_s": result.train_s, "prepare_s": result.prepare_s, "epochs": len(result.curves.epoch),
+                  "epoch_s_median": sorted(result.curves.epoch_s)[len(result.curves.epoch_s) // 2] if result.curves.epoch_s else None,
+                  "best_epoch": result.best_epoch, "best_validation_success": result.best_success,
+                  "resumed_from_epoch": result.resumed_from, "n_steps": result.n_steps, "curves": curves},
+    }
+    write_json(run_dir / "policy_metrics.json", row)
+    return row

@@ -113,3 +113,21 @@ def test_bad_configs_and_inputs_name_the_problem():
         AttentionPool(16, n_heads=3)
     with pytest.raises(ValueError, match=r"\(B, T, 16\)"):
         AvgPool(16)(torch.randn(2, 8, 15))
+
+
+def test_attention_pool_equals_per_token_projected_attention():
+    """The folded forward is the textbook computation (project every token to keys and values)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    pool = AttentionPool(32, n_heads=4, n_queries=2, out_dim=8)
+    with torch.no_grad():
+        pool.norm.weight.uniform_(0.5, 1.5)
+        pool.norm.bias.uniform_(-0.5, 0.5)
+    x, mask = torch.randn(3, 20, 32), torch.rand(3, 20) > 0.3
+    b, t, d, h = 3, 20, 32, 4
+    k, v = pool.kv_proj(pool.norm(x)).view(b, t, 2, h, d // h).permute(2, 0, 3, 1, 4)
+    q = pool.q_proj(pool.query).view(1, 2, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.view(b, 1, 1, t))
+    ref = pool.proj(pool.out_norm(pool.out_proj(ref.transpose(1, 2).reshape(b, 2, d)).reshape(b, 2 * d)))
+    torch.testing.assert_close(pool(x, mask), ref, atol=1e-5, rtol=1e-5)

@@ -59,15 +59,28 @@ class AttentionPool(nn.Module):
         nn.init.trunc_normal_(self.query, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Multi-head cross-attention of the queries over LayerNorm(x), computed with the key and
+        value projections folded out of the token dimension: scores q_h . (W_k,h LN(x_t)) equal
+        (W_k,h^T q_h) . LN(x_t), and sum_t a_t W_v,h LN(x_t) = W_v,h sum_t a_t LN(x_t). The same
+        function as projecting every token, at O(T * D * heads) instead of O(T * D^2): on frozen
+        features (policies, probes) the per-token work is one parameter-free normalization and
+        two matrix products. Biases of the norm and of the keys add a per-query constant to every
+        score (cancelled by the softmax); the value bias passes through the weights summing to 1."""
         _check_tokens(x, self.dim)
         b, t, d = x.shape
-        h = self.n_heads
-        k, v = self.kv_proj(self.norm(x)).view(b, t, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        q = self.q_proj(self.query).view(1, self.n_queries, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-        attn_mask = None if mask is None else mask.view(b, 1, 1, t).to(torch.bool)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, Q, d/h)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, self.n_queries, d))
-        return self.proj(self.out_norm(out.reshape(b, self.n_queries * d)))
+        h, nq, hd = self.n_heads, self.n_queries, d // self.n_heads
+        xhat = F.layer_norm(x, (d,), eps=self.norm.eps)  # LN(x) = norm.weight * xhat + norm.bias
+        q = self.q_proj(self.query).view(nq, h, hd)
+        w_k, w_v = self.kv_proj.weight[:d].view(h, hd, d), self.kv_proj.weight[d:].view(h, hd, d)
+        qk = torch.einsum("qhe,hed->qhd", q, w_k).reshape(nq * h, d) * (self.norm.weight / hd**0.5)
+        scores = xhat @ qk.T  # (B, T, Q*h)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.view(b, t, 1).to(torch.bool), float("-inf"))
+        attn = scores.softmax(dim=1)  # over tokens
+        pooled = (attn.transpose(1, 2) @ xhat) * self.norm.weight + self.norm.bias  # (B, Q*h, D): sum_t a_t LN(x_t)
+        out = torch.einsum("bqhd,hed->bqhe", pooled.view(b, nq, h, d), w_v) + self.kv_proj.bias[d:].view(h, hd)
+        out = self.out_proj(out.reshape(b, nq, d))
+        return self.proj(self.out_norm(out.reshape(b, nq * d)))
 
 
 class AvgPool(nn.Module):
