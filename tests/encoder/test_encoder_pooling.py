@@ -36,19 +36,12 @@ def test_pools_ignore_token_order(pool):
     torch.testing.assert_close(pool(x), pool(x[:, torch.randperm(8)]), atol=1e-5, rtol=1e-5)
 
 
-def _fit_marked_token(pool: torch.nn.Module) -> float:
-    """Target = feature 1 of the token whose feature 0 is marked; returns the held-out MSE."""
+def _fit(pool: torch.nn.Module, batch, n_out: int, steps: int) -> float:
+    """Train `pool` + a linear readout on fresh batches (x, y) = batch(); returns a held-out MSE."""
     torch.manual_seed(0)
-    out = torch.nn.Linear(pool.out_dim, 1)
+    out = torch.nn.Linear(pool.out_dim, n_out)
     opt = torch.optim.Adam([*pool.parameters(), *out.parameters()], lr=1e-2)
-
-    def batch():
-        x = torch.randn(64, 6, 16)
-        idx = torch.randint(0, 6, (64,))
-        x[torch.arange(64), idx, 0] = 5.0
-        return x, x[torch.arange(64), idx, 1:2]
-
-    for _ in range(120):
+    for _ in range(steps):
         x, y = batch()
         loss = torch.nn.functional.mse_loss(out(pool(x)), y)
         opt.zero_grad()
@@ -57,6 +50,18 @@ def _fit_marked_token(pool: torch.nn.Module) -> float:
     x, y = batch()
     with torch.no_grad():
         return float(torch.nn.functional.mse_loss(out(pool(x)), y))
+
+
+def _fit_marked_token(pool: torch.nn.Module) -> float:
+    """Target = feature 1 of the token whose feature 0 is marked; returns the held-out MSE."""
+
+    def batch():
+        x = torch.randn(64, 6, 16)
+        idx = torch.randint(0, 6, (64,))
+        x[torch.arange(64), idx, 0] = 5.0
+        return x, x[torch.arange(64), idx, 1:2]
+
+    return _fit(pool, batch, 1, 120)
 
 
 def test_attention_pool_learns_to_pick_a_token_where_average_pooling_cannot():
@@ -77,9 +82,6 @@ def test_keypoint_pool_shapes_and_config_round_trip():
 
 def _fit_marked_position(pool: torch.nn.Module, grid: int = 6) -> float:
     """Target = (x, y) grid position of the one marked token; returns the held-out MSE (chance ~0.35)."""
-    torch.manual_seed(0)
-    out = torch.nn.Linear(pool.out_dim, 2)
-    opt = torch.optim.Adam([*pool.parameters(), *out.parameters()], lr=1e-2)
     coords = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1).flip(-1).reshape(-1, 2)
     coords = (coords.float() + 0.5) / grid * 2 - 1
 
@@ -89,15 +91,7 @@ def _fit_marked_position(pool: torch.nn.Module, grid: int = 6) -> float:
         x[torch.arange(64), idx, 0] = 5.0
         return x, coords[idx]
 
-    for _ in range(150):
-        x, y = batch()
-        loss = torch.nn.functional.mse_loss(out(pool(x)), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    x, y = batch()
-    with torch.no_grad():
-        return float(torch.nn.functional.mse_loss(out(pool(x)), y))
+    return _fit(pool, batch, 2, 150)
 
 
 def test_keypoints_read_where_a_token_is_which_pooling_alone_cannot():
