@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pretrain.tokenizer.objective import AnnealConfig
 from pretrain.tokenizer.train import DataConfig, TrainConfig, train_tokenizer
+from pretrain.tokenizer.vq import VQConfig
 from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 from toto_robot.models.dvae import DVAEConfig
@@ -25,6 +26,7 @@ def main(cfg: DictConfig) -> None:
         as_dataclass(DataConfig, cfg.data),
         HydraConfig.get().runtime.output_dir,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        vq=as_dataclass(VQConfig, cfg.vq),
     )
     log.info("final eval: %s", metrics)
 

@@ -28,7 +28,7 @@ class Stage:
 
 STAGES = (
     Stage("corpus", ("build_corpus.py",)),
-    Stage("probe data", ("collect_demos.py", "motion=expert", "keep_failures=true", "seed_split=eval", "n_episodes=80",
+    Stage("probe data", ("collect_demos.py", "motion=expert", "keep_failures=true", "seed_split=eval", "n_episodes=200",
                          "out=data/probe/probe_eval.zarr")),
     Stage("tokenizer", ("train_tokenizer.py", "preset=default_tokenizer")),
     Stage("tokens", ("tokenize_data.py", "preset=default_tokens")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class ProbeConfig:
     train: ProbeTrainConfig = field(default_factory=ProbeTrainConfig)
     compare_random_init: bool = False  # also probe the same architecture with random weights (the baseline)
     random_init_seed: int = 0
+    pixel_baseline: bool = False  # also probe 8x8-patch mean colours (features of known content: calibrates the probe)
 
 
 def build_probe_encoder(cfg: ProbeEncoderConfig, out_dir: Path) -> TotoEncoder:
@@ -89,6 +91,11 @@ def run_probe(cfg: ProbeConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.compare_random_init:
         baseline = random_init_twin(encoder, out_dir, cfg.random_init_seed)
         results += sweep(baseline, data, layers, cfg.train, out_dir / "features", baseline.device, name="random_init")
+    if cfg.pixel_baseline:
+        from pretrain.probe.sweep import PixelBaseline
+
+        pixels = PixelBaseline(encoder.image_size, math.isqrt(encoder.n_tokens_per_frame))
+        results += sweep(pixels, data, [0], cfg.train, out_dir / "features", encoder.device, name="pixels")
     cams = "+".join(k.removesuffix("_image") for k in cfg.dataset.image_keys) if cfg.dataset.kind == "episodes" else ""
     title = f"{cfg.dataset.kind} probe ({data.task}{', ' + cams if cams else ''}), encoder {encoder.encoder_hash[:12]}"
     paths = write_report(results, out_dir, title)

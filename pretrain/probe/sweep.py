@@ -1,4 +1,4 @@
-"""Layer sweep: attention-pool and average-pool probes on frozen features of every k-th layer.
+"""Layer sweep: pooling probes (attention, average, keypoints) on frozen features of chosen layers.
 
 Token features (N, T, D) of each probed layer are extracted once into float16 memmaps (the
 encoder is the expensive part; probes then train for many epochs on cached features), after
@@ -7,6 +7,9 @@ and is scored on the val split: top-1 accuracy for classification, R^2 (and RMSE
 units, e.g. metres for a cube position) for regression, plus the median cube position error [mm]
 and yaw error [deg, modulo 90] for cube-pose targets. Several cameras per sample are tokenized and
 run through the transformer one frame each (as a policy does), their token features concatenated.
+
+`PixelBaseline` gives features whose content is known (each 8x8 patch's mean colour as one of
+256 tokens): the same heads on it calibrate what the probe itself can read.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,7 +33,8 @@ from toto_robot.models.pooling import PoolingConfig, build_pooling
 @dataclass
 class ProbeTrainConfig:
     pools: list[str] = field(default_factory=lambda: ["attention", "avg"])
-    n_heads: int = 8  # attention pool heads; must divide the feature width
+    n_heads: int = 8  # attention pool heads (their gcd with the feature width is used)
+    n_keypoints: int = 16  # keypoints pool: spatial-softmax maps per frame
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -49,7 +53,7 @@ class ProbeResult:
     rmse: float | None = None  # regression only, target units
     pos_err_mm: float | None = None  # cube pose only: median |position error| [mm]
     yaw_err_deg: float | None = None  # cube pose with yaw: median |yaw error| modulo 90 degrees [deg]
-    encoder: str = "pretrained"  # or "random_init": the same architecture with random weights
+    encoder: str = "pretrained"  # or "random_init" (same architecture, random weights) or "pixels" (baseline)
     head: nn.Module | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
@@ -59,34 +63,84 @@ class ProbeResult:
 
 
 def probe_layers(n_layers: int, step: int, layers: list[int] | None = None) -> list[int]:
-    """Explicit `layers`, else every `step`-th layer 1..n_layers, always including the last."""
+    """Explicit `layers` (0 = the token embedding), else every `step`-th layer 1..n_layers, always
+    including the last."""
     if layers:
-        bad = [l for l in layers if not 1 <= l <= n_layers]
+        bad = [l for l in layers if not 0 <= l <= n_layers]
         if bad:
-            raise ValueError(f"probe layers {bad} outside 1..{n_layers}")
+            raise ValueError(f"probe layers {bad} outside 0..{n_layers}")
         return sorted(set(layers))
     if step < 1:
         raise ValueError(f"layer step must be >= 1, got {step}")
     return sorted(set(range(step, n_layers + 1, step)) | {n_layers})
 
 
+class Featurizer(Protocol):
+    """What the sweep probes: frozen per-frame token features of some layers."""
+
+    n_tokens_per_frame: int
+
+    def feature_shape(self, n_frames: int = 1) -> tuple[int, int]: ...
+
+    def frame_features(self, frames: np.ndarray, layers: list[int]) -> dict[int, torch.Tensor]:
+        """frames (n, S, S, 3) uint8 -> {layer: (n, n_tokens_per_frame, D)}."""
+        ...
+
+
+class EncoderFeatures:
+    """A TotoEncoder's layers: each frame tokenized and run through the transformer on its own."""
+
+    def __init__(self, encoder: TotoEncoder) -> None:
+        self.encoder = encoder
+        self.n_tokens_per_frame = encoder.n_tokens_per_frame
+
+    def feature_shape(self, n_frames: int = 1) -> tuple[int, int]:
+        return self.encoder.feature_shape(n_frames)
+
+    def frame_features(self, frames: np.ndarray, layers: list[int]) -> dict[int, torch.Tensor]:
+        tokens = self.encoder.tokenize(frames)  # (n, 256)
+        return {l: self.encoder.token_features(tokens, l) for l in layers}
+
+
+class PixelBaseline:
+    """Features of known content: each 8x8 patch's mean colour (r, g, b in [0, 1]) and a constant
+    1 as one token, raster order; (n, 128, 128, 3) -> (n, 256, 4) for every 'layer'. The constant
+    keeps brightness through the heads' layer norm (which would cancel it on a 3-vector)."""
+
+    n_tokens_per_frame = 256
+
+    def __init__(self, image_size: int = 128, grid: int = 16) -> None:
+        self.image_size, self.grid = image_size, grid
+        self.n_tokens_per_frame = grid * grid
+
+    def feature_shape(self, n_frames: int = 1) -> tuple[int, int]:
+        return (n_frames * self.n_tokens_per_frame, 4)
+
+    def frame_features(self, frames: np.ndarray, layers: list[int]) -> dict[int, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+        means = F.adaptive_avg_pool2d(x, self.grid).flatten(2).transpose(1, 2)  # (n, g*g, 3)
+        feats = torch.cat([means, torch.ones_like(means[..., :1])], dim=2)
+        return {l: feats for l in layers}
+
+
 def extract_features(
-    encoder: TotoEncoder, frames: np.ndarray, layers: list[int], work_dir: Path, batch_size: int, desc: str = ""
+    source: Featurizer | TotoEncoder, frames: np.ndarray, layers: list[int], work_dir: Path, batch_size: int, desc: str = ""
 ) -> dict[int, np.ndarray]:
     """frames (N, S, S, 3) or (N, K, S, S, 3) uint8 -> {layer: (N, K*256, D) float16 memmap under
     work_dir}; each of the K frames is its own 256-token sequence."""
+    source = EncoderFeatures(source) if isinstance(source, TotoEncoder) else source
     n, k = len(frames), (frames.shape[1] if frames.ndim == 5 else 1)
-    t, d = encoder.feature_shape(k)
+    t, d = source.feature_shape(k)
     out = {
         l: np.lib.format.open_memmap(work_dir / f"{desc}_layer{l:03d}.npy", mode="w+", dtype=np.float16, shape=(n, t, d))
         for l in layers
     }
     for i in tqdm(range(0, n, batch_size), desc=f"features {desc}", leave=False):
-        tokens = encoder.tokenize(frames[i : i + batch_size])  # (b, [K,] 256)
-        b = len(tokens)
+        chunk = frames[i : i + batch_size]
+        b = len(chunk)
+        feats = source.frame_features(chunk.reshape(b * k, *chunk.shape[-3:]), layers)
         for l in layers:
-            feats = encoder.token_features(tokens.reshape(b * k, -1), l)
-            out[l][i : i + b] = feats.reshape(b, t, d).cpu().numpy()
+            out[l][i : i + b] = feats[l].reshape(b, t, d).cpu().numpy()
     return out
 
 
@@ -168,7 +222,7 @@ def pose_errors(pred: np.ndarray, target: np.ndarray, yaw: bool) -> dict[str, fl
 
 
 def sweep(
-    encoder: TotoEncoder,
+    encoder: Featurizer | TotoEncoder,
     data: ProbeData,
     layers: list[int],
     cfg: ProbeTrainConfig,
@@ -178,13 +232,18 @@ def sweep(
 ) -> list[ProbeResult]:
     """Every (layer, pool) probe of `encoder` (called `name` in the results); `work_dir` holds the
     feature memmaps while they train."""
+    source = EncoderFeatures(encoder) if isinstance(encoder, TotoEncoder) else encoder
     work_dir.mkdir(parents=True, exist_ok=True)
-    train = extract_features(encoder, data.train_x, layers, work_dir, cfg.extract_batch_size, f"{name}_train")
-    val = extract_features(encoder, data.val_x, layers, work_dir, cfg.extract_batch_size, f"{name}_val")
+    train = extract_features(source, data.train_x, layers, work_dir, cfg.extract_batch_size, f"{name}_train")
+    val = extract_features(source, data.val_x, layers, work_dir, cfg.extract_batch_size, f"{name}_val")
+    n_frames = data.train_x.shape[1] if data.train_x.ndim == 5 else 1
+    dim = source.feature_shape(n_frames)[1]
+    grid = math.isqrt(source.n_tokens_per_frame)
     results = []
     jobs = [(l, p) for l in layers for p in cfg.pools]
     for layer, pool in tqdm(jobs, desc=f"probes ({name})"):
-        pooling = PoolingConfig(kind=pool, n_heads=cfg.n_heads)
+        pooling = PoolingConfig(kind=pool, n_heads=math.gcd(cfg.n_heads, dim), n_keypoints=cfg.n_keypoints,
+                                grid=grid, n_frames=n_frames)
         head, metrics = train_probe(data, train[layer], val[layer], pooling, cfg, device)
         results.append(ProbeResult(layer=layer, pool=pool, encoder=name, head=head.cpu(), **metrics))
     for arr in (*train.values(), *val.values()):

@@ -1,6 +1,7 @@
 """Tokenizer checkpoints: atomic save (temp + rename), resume, and rebuilding a DVAE from a file.
 
-A checkpoint is a dict {"model", "optimizer", "step", "dvae_config", "train_config", "rng"} saved
+A checkpoint is a dict {"model", "optimizer", "step", "dvae_config", "train_config", "rng", and
+the objective's and crop RNG's state} saved
 with torch.save; `load_dvae` needs only the file (the config travels inside it).
 """
 
@@ -20,7 +21,8 @@ from toto_robot.models.dvae import DVAE, DVAEConfig
 
 
 def save_checkpoint(path: str | os.PathLike, model: DVAE, optimizer: torch.optim.Optimizer | None, step: int,
-                    train_config: dict[str, Any] | None = None) -> None:
+                    train_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """`extra`: further resumable state (the quantizer objective's, the crop RNG), stored beside."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -30,6 +32,7 @@ def save_checkpoint(path: str | os.PathLike, model: DVAE, optimizer: torch.optim
         "dvae_config": dataclasses.asdict(model.cfg),
         "train_config": train_config or {},
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        **dict(extra or {}),
     }
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     torch.save(state, tmp)

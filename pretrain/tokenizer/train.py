@@ -1,6 +1,9 @@
-"""The dVAE training loop: AdamW with warmup + cosine, annealed Gumbel temperature and KL weight,
-bf16 autocast on GPU, periodic hard-code evaluation (PSNR, codebook usage, perplexity), a
-reconstruction grid PNG, and atomic checkpoints that a rerun in the same folder resumes from.
+"""The tokenizer training loop: AdamW with warmup + cosine, the quantizer's objective (gumbel:
+annealed temperature and KL weight; vq: autoencoder warm-up, k-means codebook, EMA updates and
+dead-code restarts), optional random crops (the nets are convolutional: a 64x64 crop costs a
+quarter of a frame), bf16 autocast on GPU, periodic hard-code evaluation on full frames (PSNR,
+codebook usage, perplexity), a reconstruction grid PNG, and atomic checkpoints that a rerun in
+the same folder resumes from.
 
 With synthetic data, batch k is generated from seed (seed, k) and the RNG state is checkpointed,
 so a resumed run continues exactly as an uninterrupted one.
@@ -12,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,13 @@ from pretrain.tokenizer.checkpoint import load_checkpoint, restore_rng, save_che
 from pretrain.tokenizer.grid import save_recon_grid
 from pretrain.tokenizer.objective import AnnealConfig, dvae_loss, evaluate, kl_weight, temperature
 from pretrain.tokenizer.synthetic import synthetic_images
+from pretrain.tokenizer.vq import CodebookFitter, VQConfig, vq_loss
 from pretrain.train.metrics import drop_records_after
-from toto_robot.models.dvae import DVAE, DVAEConfig, to_uint8
+from toto_robot.models.dvae import DVAE, DVAEConfig, DVAEOutput, to_uint8
 
 log = logging.getLogger(__name__)
+
+_KMEANS_STREAM = 1 << 30  # batch index where the k-means stream starts: apart from the training batches
 
 
 @dataclass
@@ -48,6 +54,7 @@ class TrainConfig:
     ckpt_every: int = 2000
     eval_images: int = 256
     grid_images: int = 16
+    crop: int = 0  # train on random crop x crop windows of the frames (a multiple of 8); 0 = whole frames
     resume: bool = True  # continue from <out_dir>/checkpoints/last.pt when present
 
 
@@ -86,6 +93,82 @@ def _batches(data: DataConfig, cfg: TrainConfig, start: int, size: int) -> Itera
     yield from frame_batches(ds, cfg.batch_size, data.workers)
 
 
+def random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W, 3) -> (B, size, size, 3): an independent random window per frame."""
+    b, h, w, _ = x.shape
+    if not 0 < size <= min(h, w):
+        raise ValueError(f"train.crop {size} must be in 1..{min(h, w)} (frames are {h}x{w})")
+    ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
+    return torch.stack([x[i, y : y + size, x0 : x0 + size] for i, (y, x0) in enumerate(zip(ys, xs))])
+
+
+class GumbelObjective:
+    """Toto's dVAE: Gumbel-softmax at an annealed temperature, KL-to-uniform weight ramped up."""
+
+    def __init__(self, model: DVAE, anneal: AnnealConfig) -> None:
+        self.model, self.anneal = model, anneal
+
+    def begin_step(self, step: int, fresh_batches: Callable[[], Iterator[torch.Tensor]], prepare: Any) -> None:
+        pass
+
+    def loss(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float], DVAEOutput]:
+        out = self.model(x, tau=temperature(step, self.anneal))
+        loss, m = dvae_loss(out, x.permute(0, 3, 1, 2).float() / 255, kl_weight(step, self.anneal))
+        return loss, m | {"tau": temperature(step, self.anneal), "kl_weight": kl_weight(step, self.anneal)}, out
+
+    def end_step(self, out: DVAEOutput, step: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class VQObjective:
+    """Nearest-code tokenizer: autoencoder warm-up, then k-means codebook, EMA and restarts."""
+
+    def __init__(self, model: DVAE, cfg: VQConfig, seed: int) -> None:
+        self.model, self.cfg = model, cfg
+        self.fitter = CodebookFitter(model, cfg)
+        self.generator = torch.Generator().manual_seed(seed + 7)
+
+    @torch.no_grad()
+    def begin_step(self, step: int, fresh_batches: Callable[[], Iterator[torch.Tensor]], prepare: Any) -> None:
+        """At the end of warm-up: k-means on latents of `kmeans_batches` batches from a stream of
+        their own (the training stream stays untouched, so a resumed run sees the same batches)."""
+        if self.fitter.fitted or self.fitter.warming_up(step):
+            return
+        was = self.model.training
+        self.model.eval()
+        lat, batches = [], fresh_batches()
+        for _ in range(self.cfg.kmeans_batches):
+            z = self.model.encoder.latents(self.model.normalize(prepare(next(batches)), any_size=True))
+            lat.append(z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
+        self.model.train(was)
+        self.fitter.fit(torch.cat(lat), self.generator)
+        log.info("step %d: codebook fitted by k-means on %d latents", step, sum(len(z) for z in lat))
+
+    def loss(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float], DVAEOutput]:
+        quantize = self.fitter.fitted
+        out = self.model(x, quantize=quantize)
+        book = self.model.encoder.codebook if quantize else None
+        loss, m = vq_loss(out, x.permute(0, 3, 1, 2).float() / 255, book, self.cfg.beta)
+        return loss, m, out
+
+    def end_step(self, out: DVAEOutput, step: int) -> dict[str, float]:
+        return self.fitter.update(out, step) if self.fitter.fitted else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fitter": self.fitter.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fitter.load_state_dict(state["fitter"])
+        self.generator.set_state(state["generator"])
+
+
 def _eval_images(data: DataConfig, cfg: TrainConfig, size: int) -> torch.Tensor:
     if data.synthetic:
         return synthetic_images(cfg.eval_images, size=size, generator=torch.Generator().manual_seed(cfg.seed + 999_331))
@@ -97,9 +180,9 @@ def _eval_images(data: DataConfig, cfg: TrainConfig, size: int) -> torch.Tensor:
 
 def train_tokenizer(
     model_cfg: DVAEConfig, cfg: TrainConfig, anneal: AnnealConfig, data: DataConfig, out_dir: str | Path,
-    run_config: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None, vq: VQConfig | None = None,
 ) -> dict[str, float]:
-    """Train (or resume) a dVAE in `out_dir`; returns the last evaluation's metrics."""
+    """Train (or resume) a tokenizer in `out_dir`; returns the last evaluation's metrics."""
     out = Path(out_dir)
     ckpt_path = out / "checkpoints" / "last.pt"
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -107,6 +190,9 @@ def train_tokenizer(
     torch.manual_seed(cfg.seed)
     model = DVAE(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    objective = (VQObjective(model, vq or VQConfig(), cfg.seed) if model_cfg.quantizer == "vq"
+                 else GumbelObjective(model, anneal))
+    crop_gen = torch.Generator().manual_seed(cfg.seed + 13)
     step = 0
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -116,6 +202,9 @@ def train_tokenizer(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
+        objective.load_state_dict(state.get("objective", {}))
+        if "crop_rng" in state:
+            crop_gen.set_state(state["crop_rng"])
         restore_rng(state)
         drop_records_after(out / "metrics.jsonl", step)  # steps after the checkpoint are replayed
         log.info("resumed from %s at step %d", ckpt_path, step)
@@ -139,32 +228,38 @@ def train_tokenizer(
     if step == 0:
         last_eval = evaluate_and_log(0)
     batches = _batches(data, cfg, step, model_cfg.image_size)
+
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        batch = random_crops(batch, cfg.crop, crop_gen) if cfg.crop else batch
+        return batch.to(device, non_blocking=True)
+
     model.train()
     t0, frames = time.perf_counter(), 0
-    with tqdm(total=cfg.steps, initial=step, desc="train dVAE", unit="step") as bar:
+    with tqdm(total=cfg.steps, initial=step, desc=f"train tokenizer ({model_cfg.quantizer})", unit="step") as bar:
         while step < cfg.steps:
-            x = next(batches).to(device, non_blocking=True)
+            objective.begin_step(step, lambda: _batches(data, cfg, _KMEANS_STREAM, model_cfg.image_size), prepare)
+            x = prepare(next(batches))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                out_ = model(x, tau=temperature(step, anneal))
-            loss, m = dvae_loss(out_, x.permute(0, 3, 1, 2).float() / 255, kl_weight(step, anneal))
+                loss, m, out_ = objective.loss(x, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            m |= objective.end_step(out_, step)
             step += 1
             frames += len(x)
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rate = frames / (time.perf_counter() - t0)
-                bar.set_postfix(mse=f"{m['mse']:.4f}", kl=f"{m['kl']:.2f}", tau=f"{temperature(step, anneal):.3f}")
-                _append(metrics_file, {"step": step, "lr": lr_at(step - 1, cfg), "tau": temperature(step - 1, anneal),
-                                       "kl_weight": kl_weight(step - 1, anneal), "frames_per_s": rate, **m})
+                bar.set_postfix(mse=f"{m['mse']:.4f}", psnr=f"{m['psnr_soft']:.1f}")
+                _append(metrics_file, {"step": step, "lr": lr_at(step - 1, cfg), "frames_per_s": rate, **m})
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 last_eval = evaluate_and_log(step)
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                save_checkpoint(ckpt_path, model, opt, step, run_config)
+                save_checkpoint(ckpt_path, model, opt, step, run_config,
+                                extra={"objective": objective.state_dict(), "crop_rng": crop_gen.get_state()})
     return last_eval
 
 

@@ -75,7 +75,8 @@ def test_pool_head_round_trips(tiny_models, artifact, tmp_path):
     with torch.no_grad():
         want = head(_source_features(dvae, transformer, frames, layer=1))
     assert torch.equal(enc.encode_pooled(frames), want)
-    assert enc.config["pooling"] == {"kind": "attention", "n_heads": 4, "n_queries": 2, "out_dim": None}
+    assert enc.config["pooling"] == {"kind": "attention", "n_heads": 4, "n_queries": 2, "out_dim": None,
+                                     "n_keypoints": 16, "grid": 16, "n_frames": 1}  # keypoint fields unused here
 
 
 def test_artifact_is_truncated_and_self_describing(tiny_models, artifact):
@@ -212,3 +213,24 @@ def test_policy_state_dict_keeps_head_and_hash_not_the_trunk(tiny_models, artifa
     other_policy.encoder = other
     with pytest.raises(EncoderArtifactError, match="saved with encoder .* this encoder is"):
         other_policy.load_state_dict(sd, strict=False)
+
+
+def test_vq_tokenizer_artifact_carries_its_codebook(tiny_models, tmp_path):
+    # A nearest-code tokenizer's codebook is a buffer of its encoder: the artifact must carry it (a
+    # loader that dropped it would tokenize with a random book and still run).
+    from toto_robot.models.dvae import DVAE, DVAEConfig
+
+    _, transformer = tiny_models
+    torch.manual_seed(5)
+    dvae = DVAE(DVAEConfig.named("tiny", quantizer="vq", code_dim=8)).eval()
+    dvae.encoder.codebook.copy_(torch.nn.functional.normalize(torch.randn_like(dvae.encoder.codebook), dim=1))
+    path = tmp_path / "vq.safetensors"
+    export_encoder(dvae, transformer, path, layer=1)
+    with safe_open(str(path), "pt") as f:
+        stored = [k for k in f.keys() if k.endswith("codebook")]
+    assert len(stored) == 1
+    frames = _frames(2)
+    enc = load_encoder(path)
+    assert enc.config["tokenizer"]["quantizer"] == "vq"
+    assert torch.equal(enc.tokenize(frames), dvae.encode(torch.from_numpy(frames)).reshape(2, -1))
+    assert torch.equal(enc(frames), _source_features(dvae, transformer, frames, layer=1))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from toto_robot.models.pooling import AttentionPool, AvgPool, PoolingConfig, build_pooling
+from toto_robot.models.pooling import AttentionPool, AvgPool, KeypointPool, PoolingConfig, build_pooling
 
 
 @pytest.mark.parametrize("kind", ["attention", "avg"])
@@ -63,6 +63,47 @@ def test_attention_pool_learns_to_pick_a_token_where_average_pooling_cannot():
     # Predicting the mean scores ~1.0; averaging dilutes the marked token among six.
     assert _fit_marked_token(AttentionPool(16, n_heads=2)) < 0.3
     assert _fit_marked_token(AvgPool(16)) > 0.6
+
+
+def test_keypoint_pool_shapes_and_config_round_trip():
+    pool = build_pooling(PoolingConfig("keypoints", n_heads=4, n_keypoints=5, grid=4, n_frames=2), 16)
+    assert pool(torch.randn(3, 2 * 16, 16)).shape == (3, 16 + 2 * 5 * 2) and pool.out_dim == 36
+    assert build_pooling(pool.config, 16).config == pool.config
+    points = pool.keypoints(torch.randn(3, 32, 16))
+    assert points.shape == (3, 2, 5, 2) and points.abs().max() <= 1
+    with pytest.raises(ValueError, match="expected 2 frame\\(s\\) of 16 tokens = 32 tokens, got 16"):
+        pool(torch.randn(3, 16, 16))
+
+
+def _fit_marked_position(pool: torch.nn.Module, grid: int = 6) -> float:
+    """Target = (x, y) grid position of the one marked token; returns the held-out MSE (chance ~0.35)."""
+    torch.manual_seed(0)
+    out = torch.nn.Linear(pool.out_dim, 2)
+    opt = torch.optim.Adam([*pool.parameters(), *out.parameters()], lr=1e-2)
+    coords = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1).flip(-1).reshape(-1, 2)
+    coords = (coords.float() + 0.5) / grid * 2 - 1
+
+    def batch():
+        x = torch.randn(64, grid * grid, 16)
+        idx = torch.randint(0, grid * grid, (64,))
+        x[torch.arange(64), idx, 0] = 5.0
+        return x, coords[idx]
+
+    for _ in range(150):
+        x, y = batch()
+        loss = torch.nn.functional.mse_loss(out(pool(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = batch()
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(out(pool(x)), y))
+
+
+def test_keypoints_read_where_a_token_is_which_pooling_alone_cannot():
+    # Attention pooling is order-invariant: without position in the features it cannot tell where.
+    assert _fit_marked_position(KeypointPool(16, n_keypoints=4, grid=6, n_heads=2)) < 0.05
+    assert _fit_marked_position(AttentionPool(16, n_heads=2)) > 0.25
 
 
 def test_bad_configs_and_inputs_name_the_problem():

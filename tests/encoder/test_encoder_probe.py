@@ -23,8 +23,8 @@ from toto_robot.spec import ArraySpec, ShapeMeta
 def test_probe_layers():
     assert probe_layers(12, 4) == [4, 8, 12]
     assert probe_layers(5, 2) == [2, 4, 5]  # the last layer always
-    assert probe_layers(12, 4, [6, 1, 6]) == [1, 6]
-    with pytest.raises(ValueError, match=r"outside 1..12"):
+    assert probe_layers(12, 4, [6, 1, 6, 0]) == [0, 1, 6]  # 0 = the token embedding
+    with pytest.raises(ValueError, match=r"outside 0..12"):
         probe_layers(12, 1, [13])
 
 
@@ -123,17 +123,31 @@ def test_two_camera_pose_probe_against_random_weights(artifact, tmp_path):
         "encoder": {"artifact": str(artifact), "device": "cpu"},
         "dataset": {"kind": "episodes", "paths": [str(path)], "image_keys": ["agentview_image", "wrist_image"],
                     "yaw_key": "cube_quat", "frame_stride": 1, "val_fraction": 0.4},
-        "layers": {"layers": [1, 2]}, "compare_random_init": True,
-        "train": {"epochs": 2, "batch_size": 8, "n_heads": 4, "pools": ["avg"]},
+        "layers": {"layers": [1, 2]}, "compare_random_init": True, "pixel_baseline": True,
+        "train": {"epochs": 2, "batch_size": 8, "n_heads": 4, "pools": ["avg", "keypoints"], "n_keypoints": 3},
     })
     summary = run_probe(cfg, tmp_path / "out")
-    rows = summary["rows"]
-    assert [(r["encoder"], r["layer"]) for r in rows] == [("pretrained", 1), ("pretrained", 2), ("random_init", 1), ("random_init", 2)]
+    rows = [r for r in summary["rows"] if r["pool"] == "avg"]
+    assert [(r["encoder"], r["layer"]) for r in rows] == [("pretrained", 1), ("pretrained", 2), ("random_init", 1),
+                                                          ("random_init", 2), ("pixels", 0)]
+    assert len(summary["rows"]) == 2 * len(rows)  # keypoints heads over both cameras' grids too
     for r in rows:  # random images: errors are large but finite, in mm and degrees (<= 45 modulo 90)
         assert 0 < r["pos_err_mm"] < 1000 and 0 <= r["yaw_err_deg"] <= 45
     table = (tmp_path / "out" / "results.md").read_text()
     assert "agentview+wrist" in table and "random_init avg position / yaw error" in table and " mm / " in table
     assert summary["best"]["avg"]["layer"] in (1, 2) and "pos_err_mm" in summary["best"]["avg"]
+    assert "pixels avg" in table
+
+
+def test_pixel_baseline_tokens_are_patch_mean_colours():
+    from pretrain.probe.sweep import PixelBaseline
+
+    frames = np.zeros((1, 128, 128, 3), np.uint8)
+    frames[0, :8, 8:16] = (255, 0, 0)  # token (row 0, column 1)
+    feats = PixelBaseline().frame_features(frames, [0])[0]
+    assert feats.shape == (1, 256, 4)
+    torch.testing.assert_close(feats[0, 1], torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert float(feats[0, [0, 2, 16], :3].abs().sum()) == 0
 
 
 def test_yaw_modulo_90_is_read_off_a_horizontal_cube_axis():
@@ -162,7 +176,6 @@ def test_episode_split_is_by_episode_and_bad_keys_are_named(tmp_path):
 
 
 def test_probe_script_runs_and_explains_itself(artifact, image_folder, tmp_path):
-    import re
     import subprocess
     import sys
     from pathlib import Path
@@ -176,5 +189,4 @@ def test_probe_script_runs_and_explains_itself(artifact, image_folder, tmp_path)
     assert run.returncode == 0, run.stderr
     assert "| layer | avg top1 |" in run.stdout and (tmp_path / "score_vs_layer.png").is_file()
     helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=180)
-    assert helptext.returncode == 0 and "== probe ==" in helptext.stdout
-    assert re.search(r"^encoder: checkpoints, .*toto", helptext.stdout, re.M)  # the group is shared with train_policy
+    assert helptext.returncode == 0 and "== probe ==" in helptext.stdout and "encoder: checkpoints," in helptext.stdout  # and the policy side's encoders (conf/encoder is shared)

@@ -44,6 +44,27 @@ def test_uint8_and_float_inputs_agree_and_encoder_runs_without_decoder():
     assert torch.equal(model.encode(x), codes)
 
 
+def test_vq_codes_are_the_nearest_codebook_rows_and_crops_train():
+    torch.manual_seed(0)
+    model = DVAE(DVAEConfig.named("tiny", quantizer="vq", vocab_size=64, code_dim=8)).eval()
+    x = synthetic_images(2, generator=torch.Generator().manual_seed(2))
+    z = model.encoder.latents(model.normalize(x))
+    assert z.shape == (2, 8, 16, 16) and torch.allclose(z.norm(dim=1), torch.ones(2, 16, 16), atol=1e-5)
+    dist = ((z[:, None] - model.encoder.codebook[None, :, :, None, None]) ** 2).sum(2)  # (B, K, g, g)
+    assert torch.equal(model.encode(x), dist.argmin(1))  # argmax of the scores = nearest code
+    assert model.decode(model.encode(x)).shape == (2, 3, 128, 128)
+    out = model(x[:, :64, 32:96])  # a crop: the nets are convolutional
+    assert out.recon.shape == (2, 3, 64, 64) and out.codes.shape == (2, 8, 8) and out.latents.shape == (2, 8, 8, 8)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(x[:, :60, :60])
+    assert "encoder.codebook" in model.state_dict()  # the artifact carries the codebook with the encoder
+    codes = model.encode(x)
+    del model.decoder
+    assert torch.equal(model.encode(x), codes)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        DVAEConfig(quantizer="fsq")
+
+
 def test_bad_inputs_name_the_problem():
     model = DVAE(DVAEConfig.named("tiny"))
     with pytest.raises(ValueError, match=r"uint8 images \(B, 128, 128, 3\)"):

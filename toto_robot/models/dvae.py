@@ -1,8 +1,17 @@
-"""Discrete VAE tokenizer: 128x128 RGB frame -> 16x16 grid of codes from an 8192-entry codebook.
+"""Discrete tokenizer: 128x128 RGB frame -> 16x16 grid of codes from a codebook (8192 in Toto).
 
-Pure `nn.Module` (no I/O, no training loop): the frozen encoder artifact imports it. Training
-relaxes the code choice with Gumbel-softmax (`forward(x, tau)`); inference takes the argmax of
-the encoder's logits, so `encode` runs the encoder alone.
+Pure `nn.Module` (no I/O, no training loop): the frozen encoder artifact imports it. Two ways to
+choose a patch's code (`DVAEConfig.quantizer`):
+
+- "gumbel" (Toto's dVAE): the encoder's 1x1 output conv gives one logit per code; training relaxes
+  the choice with Gumbel-softmax (`forward(x, tau)`). Needs long training to use its codebook.
+- "vq": the encoder outputs a `code_dim` vector per patch, l2-normalized, and the code is the
+  nearest (highest cosine) row of a unit-norm codebook kept in the encoder (straight-through
+  gradients; the codebook itself is fitted by k-means/EMA in `pretrain.tokenizer`). Trains in
+  minutes and uses most of its codebook by construction.
+
+Either way the encoder's output is a (B, vocab, g, g) score map and `encode` is its argmax, so
+inference runs the encoder alone.
 
 The encoder is deliberately lean because tokenizing video is where pre-training data cost lives:
 a stride-2 stem straight to 64x64, few residual blocks per resolution, stride-2 2x2 merges, and
@@ -31,8 +40,12 @@ class DVAEConfig:
     enc_blocks: tuple[int, ...] = (1, 2, 2)
     dec_channels: tuple[int, ...] = (384, 256, 128, 64)
     dec_blocks: tuple[int, ...] = (2, 2, 2, 1)
+    quantizer: str = "gumbel"  # "gumbel" (logit per code) | "vq" (nearest unit-norm codebook vector)
+    code_dim: int = 32  # vq: width of the encoder's output vectors and codebook rows
 
     def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"dVAE quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         self.enc_channels, self.enc_blocks = tuple(self.enc_channels), tuple(self.enc_blocks)
         self.dec_channels, self.dec_blocks = tuple(self.dec_channels), tuple(self.dec_blocks)
         n = len(self.enc_channels)
@@ -54,6 +67,8 @@ class DVAEConfig:
             raise KeyError(f"unknown dVAE size {name!r}; known: {sorted(DVAE_SIZES)}")
         return replace(DVAE_SIZES[name], **overrides)
 
+
+QUANTIZERS = ("gumbel", "vq")
 
 DVAE_SIZES: dict[str, DVAEConfig] = {
     # CPU tests: same 128 -> 16x16 geometry, small widths and codebook.
@@ -82,7 +97,12 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, 3, H, W) float in [-0.5, 0.5] -> (B, vocab, grid, grid) logits."""
+    """(B, 3, H, W) float in [-0.5, 0.5] -> (B, vocab, H/8, W/8) code scores (argmax = the code).
+
+    gumbel: the scores are logits. vq: `latents` are unit vectors (B, code_dim, g, g) and the
+    scores their cosine with each row of `codebook` (vocab, code_dim), a persistent buffer that
+    training fits (it is not a gradient-trained parameter) and the artifact carries.
+    """
 
     def __init__(self, cfg: DVAEConfig) -> None:
         super().__init__()
@@ -92,21 +112,33 @@ class Encoder(nn.Module):
             if i:
                 layers.append(nn.Conv2d(ch[i - 1], c, 2, stride=2))
             layers.extend(ResBlock(c) for _ in range(n))
-        layers += [nn.SiLU(), nn.Conv2d(ch[-1], cfg.vocab_size, 1)]
+        self.vq = cfg.quantizer == "vq"
+        layers += [nn.SiLU(), nn.Conv2d(ch[-1], cfg.code_dim if self.vq else cfg.vocab_size, 1)]
         self.layers = nn.Sequential(*layers)
+        if self.vq:
+            self.register_buffer("codebook", F.normalize(torch.randn(cfg.vocab_size, cfg.code_dim), dim=1))
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """vq: unit-norm patch vectors (B, code_dim, g, g) before quantization."""
+        return F.normalize(self.layers(x), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        if not self.vq:
+            return self.layers(x)
+        return torch.einsum("bchw,kc->bkhw", self.latents(x), self.codebook.to(x.dtype))
 
 
 class Decoder(nn.Module):
-    """(B, vocab, grid, grid) one-hot or relaxed code weights -> (B, 3, H, W) pixels in ~[0, 1]."""
+    """gumbel: (B, vocab, g, g) one-hot or relaxed code weights; vq: (B, code_dim, g, g) codebook
+    vectors -> (B, 3, 8g, 8g) pixels in ~[0, 1]."""
 
     def __init__(self, cfg: DVAEConfig) -> None:
         super().__init__()
         ch = cfg.dec_channels
-        # The codebook: row k is the embedding of code k (a 1x1 conv over one-hot input).
-        self.codebook = nn.Parameter(torch.randn(cfg.vocab_size, ch[0]) * ch[0] ** -0.5)
+        if cfg.quantizer == "vq":  # the codebook lives in the encoder; a 1x1 conv widens its vectors
+            self.in_proj = nn.Conv2d(cfg.code_dim, ch[0], 1)
+        else:  # the codebook: row k is the embedding of code k (a 1x1 conv over one-hot input)
+            self.codebook = nn.Parameter(torch.randn(cfg.vocab_size, ch[0]) * ch[0] ** -0.5)
         layers: list[nn.Module] = []
         for i, (c, n) in enumerate(zip(ch, cfg.dec_blocks)):
             if i:
@@ -115,22 +147,23 @@ class Decoder(nn.Module):
         layers += [nn.GroupNorm(min(32, ch[-1] // 4), ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
-    def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, g, g) integer codes -> (B, C, g, g)."""
-        return F.embedding(codes.long(), self.codebook).permute(0, 3, 1, 2)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "in_proj"):
+            return self.layers(self.in_proj(z)) + 0.5
         h = torch.einsum("bkhw,kc->bchw", z, self.codebook.to(z.dtype))
         return self.layers(h) + 0.5
 
     def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.embed(codes)) + 0.5
+        """gumbel: (B, g, g) codes -> pixels, by embedding lookup (not a vocab-wide one-hot)."""
+        return self.layers(F.embedding(codes.long(), self.codebook).permute(0, 3, 1, 2)) + 0.5
 
 
 @dataclass
 class DVAEOutput:
     recon: torch.Tensor  # (B, 3, H, W) float, ~[0, 1]
-    logits: torch.Tensor  # (B, vocab, g, g) float
+    logits: torch.Tensor  # (B, vocab, g, g) float: gumbel logits, vq cosines
+    latents: torch.Tensor | None = None  # vq: (B, code_dim, g, g) unit vectors before quantization
+    codes: torch.Tensor | None = None  # vq: (B, g, g) long, the nearest codebook rows
 
 
 class DVAE(nn.Module):
@@ -142,21 +175,26 @@ class DVAE(nn.Module):
         self.encoder = Encoder(self.cfg)
         self.decoder = Decoder(self.cfg)
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+    def normalize(self, images: torch.Tensor, any_size: bool = False) -> torch.Tensor:
         """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> float (B, 3, H, W) in [-0.5, 0.5].
 
-        The uint8 path permutes without copying, which yields a channels-last tensor: the layout
-        the convolutions want anyway.
+        H = W = image_size, or with `any_size` (training on crops: the nets are convolutional) any
+        multiple of the total stride. The uint8 path permutes without copying, which yields a
+        channels-last tensor: the layout the convolutions want anyway.
         """
         s = self.cfg.image_size
         dtype = self.encoder.layers[0].weight.dtype  # bf16 when the encoder was cast for inference
+        hw = tuple(images.shape[1:3] if images.dtype == torch.uint8 else images.shape[2:4])
+        stride = s // self.cfg.grid
+        ok = hw == (s, s) or (any_size and len(hw) == 2 and hw[0] % stride == 0 and hw[1] % stride == 0)
+        want = f"{s}, {s}" if not any_size else f"multiples of {stride}"
         if images.dtype == torch.uint8:
-            if images.ndim != 4 or tuple(images.shape[1:]) != (s, s, 3):
-                raise ValueError(f"dVAE: expected uint8 images (B, {s}, {s}, 3), got {tuple(images.shape)}")
+            if images.ndim != 4 or images.shape[-1] != 3 or not ok:
+                raise ValueError(f"dVAE: expected uint8 images (B, {want}, 3), got {tuple(images.shape)}")
             return images.permute(0, 3, 1, 2).to(dtype) * (1 / 255) - 0.5
-        if not images.is_floating_point() or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
+        if not images.is_floating_point() or images.ndim != 4 or images.shape[1] != 3 or not ok:
             raise ValueError(
-                f"dVAE: expected uint8 (B, {s}, {s}, 3) or float (B, 3, {s}, {s}) images, "
+                f"dVAE: expected uint8 (B, {want}, 3) or float (B, 3, {want}) images, "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
         return images.to(dtype) - 0.5
@@ -178,13 +216,33 @@ class DVAE(nn.Module):
             raise ValueError(f"dVAE: expected codes (B, {g}, {g}), got {tuple(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.cfg.vocab_size):
             raise ValueError(f"dVAE: codes must lie in [0, {self.cfg.vocab_size})")
-        return self.decoder.from_codes(codes).clamp(0, 1)
+        out = self.decoder(self.embed(codes)) if self.cfg.quantizer == "vq" else self.decoder.from_codes(codes)
+        return out.clamp(0, 1)
 
-    def forward(self, images: torch.Tensor, tau: float = 1.0, hard: bool = False) -> DVAEOutput:
-        """Training pass with a Gumbel-softmax relaxation of the code choice at temperature `tau`."""
-        logits = self.logits(images)
-        z = F.gumbel_softmax(logits.float(), tau=tau, hard=hard, dim=1).to(logits.dtype)
-        return DVAEOutput(recon=self.decoder(z), logits=logits)
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """vq: (B, g, g) integer codes -> their codebook vectors (B, code_dim, g, g)."""
+        return F.embedding(codes.long(), self.encoder.codebook).permute(0, 3, 1, 2)
+
+    def forward(self, images: torch.Tensor, tau: float = 1.0, hard: bool = False, quantize: bool = True) -> DVAEOutput:
+        """Training pass on frames or crops (any multiple of the stride).
+
+        gumbel: Gumbel-softmax relaxation of the code choice at temperature `tau`. vq: the nearest
+        codebook vectors with straight-through gradients to the latents; `quantize=False` decodes
+        the latents themselves (the plain-autoencoder warm-up before the codebook is fitted).
+        """
+        x = self.normalize(images, any_size=True)
+        if self.cfg.quantizer == "gumbel":
+            logits = self.encoder(x)
+            z = F.gumbel_softmax(logits.float(), tau=tau, hard=hard, dim=1).to(logits.dtype)
+            return DVAEOutput(recon=self.decoder(z), logits=logits)
+        latents = self.encoder.latents(x)
+        logits = torch.einsum("bchw,kc->bkhw", latents, self.encoder.codebook.to(latents.dtype))
+        codes = logits.argmax(dim=1)
+        if not quantize:
+            return DVAEOutput(recon=self.decoder(latents), logits=logits, latents=latents, codes=codes)
+        quantized = self.embed(codes).to(latents.dtype)
+        z = latents + (quantized - latents).detach()  # straight-through
+        return DVAEOutput(recon=self.decoder(z), logits=logits, latents=latents, codes=codes)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

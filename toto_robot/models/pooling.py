@@ -2,9 +2,13 @@
 
 Toto's probes found attention pooling (a learned query cross-attending over the token features)
 well ahead of average pooling, so policies on the frozen encoder use `AttentionPool`; `AvgPool`
-stays for comparison. Both are small, trainable and independent of the encoder, and are built
-from one `PoolingConfig` so that a probe, an encoder artifact and a policy checkpoint describe a
-head the same way.
+stays for comparison. Both summarise *what* is in a frame but keep little of *where*: the
+transformer's RoPE positions are relative, so its features carry little absolute position.
+`KeypointPool` adds the standard visuomotor readout of where (a spatial softmax over each frame's
+token grid giving expected image coordinates, as robomimic's VisualCore and issue 11's policy core
+do) beside an attention summary. All are small, trainable and independent of the encoder, and are
+built from one `PoolingConfig` so that a probe, an encoder artifact and a policy checkpoint
+describe a head the same way.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from torch import nn
 
 @dataclass
 class PoolingConfig:
-    """kind: "attention" or "avg". out_dim None keeps the feature width D."""
+    """kind: "attention", "avg" or "keypoints". out_dim None keeps the natural width (D, or for
+    keypoints D + n_frames * n_keypoints * 2)."""
 
     kind: str = "attention"
     n_heads: int = 8
     n_queries: int = 1
     out_dim: int | None = None
+    n_keypoints: int = 16  # keypoints: spatial-softmax maps per frame
+    grid: int = 16  # keypoints: tokens per frame = grid * grid, raster order
+    n_frames: int = 1  # keypoints: frames (cameras or history steps) per sample, each its own grid
 
 
 class AttentionPool(nn.Module):
@@ -99,6 +107,50 @@ class AvgPool(nn.Module):
         return self.proj(self.norm(pooled))
 
 
+class KeypointPool(nn.Module):
+    """Spatial-softmax keypoints over each frame's token grid, beside an attention-pool summary.
+
+    (B, n_frames * grid^2, D) -> (B, out_dim). Per frame, a linear map of the layer-normed tokens
+    gives `n_keypoints` score maps over the grid; their softmax (learned temperature) weights the
+    patch centres' (x, y) in [-1, 1], so each keypoint is an expected image position: sub-patch
+    precision from coarse tokens. The attention pool adds what is there. `mask` applies to the
+    attention summary only (keypoints always see whole frames).
+    """
+
+    def __init__(self, dim: int, n_keypoints: int = 16, grid: int = 16, n_frames: int = 1, n_heads: int = 8,
+                 out_dim: int | None = None) -> None:
+        super().__init__()
+        self.dim, self.n_keypoints, self.grid, self.n_frames = dim, n_keypoints, grid, n_frames
+        self.attn = AttentionPool(dim, n_heads=n_heads)
+        self.norm = nn.LayerNorm(dim)
+        self.score = nn.Linear(dim, n_keypoints)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
+        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("coords", torch.stack([xx.flatten(), yy.flatten()], 1), persistent=False)  # (g*g, 2)
+        width = dim + n_frames * n_keypoints * 2
+        self.proj = nn.Linear(width, out_dim) if out_dim else nn.Identity()
+        self.out_dim = out_dim or width
+        self.config = PoolingConfig("keypoints", n_heads=n_heads, out_dim=out_dim, n_keypoints=n_keypoints,
+                                    grid=grid, n_frames=n_frames)
+
+    def keypoints(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_frames * grid^2, D) -> (B, n_frames, n_keypoints, 2) expected (x, y) in [-1, 1]."""
+        b, t, _ = x.shape
+        g2 = self.grid * self.grid
+        if t != self.n_frames * g2:
+            raise ValueError(f"KeypointPool: expected {self.n_frames} frame(s) of {g2} tokens = "
+                             f"{self.n_frames * g2} tokens, got {t}")
+        scores = self.score(self.norm(x)).view(b, self.n_frames, g2, self.n_keypoints)
+        weights = torch.softmax(scores * torch.exp(-self.log_temperature), dim=2)
+        return torch.einsum("bfnk,nc->bfkc", weights, self.coords.to(weights.dtype))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_tokens(x, self.dim)
+        points = self.keypoints(x).reshape(len(x), -1)
+        return self.proj(torch.cat([self.attn(x, mask), points], dim=1))
+
+
 def build_pooling(cfg: PoolingConfig | dict[str, Any], dim: int) -> nn.Module:
     """The pooling head `cfg` describes, over token features of width `dim`."""
     cfg = cfg if isinstance(cfg, PoolingConfig) else PoolingConfig(**cfg)
@@ -110,6 +162,8 @@ def build_pooling(cfg: PoolingConfig | dict[str, Any], dim: int) -> nn.Module:
 _BUILDERS = {
     "attention": lambda c, d: AttentionPool(d, n_heads=c.n_heads, n_queries=c.n_queries, out_dim=c.out_dim),
     "avg": lambda c, d: AvgPool(d, out_dim=c.out_dim),
+    "keypoints": lambda c, d: KeypointPool(d, n_keypoints=c.n_keypoints, grid=c.grid, n_frames=c.n_frames,
+                                           n_heads=c.n_heads, out_dim=c.out_dim),
 }
 
 
