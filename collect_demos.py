@@ -3,10 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 
 
 @hydra.main(config_path="conf", config_name="collect_demos", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     from envs.collect import CollectConfig, collect_demos
 

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from hardware.deploy_app import deploy
+from toto_robot.cli import user_errors
 
 if "--dry-run" in sys.argv:  # hydra has no flags of its own for this: map it to an override
     sys.argv.remove("--dry-run")
@@ -17,6 +18,7 @@ if "--dry-run" in sys.argv:  # hydra has no flags of its own for this: map it to
 
 
 @hydra.main(config_path="conf", config_name="deploy_policy", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     logging.getLogger("franky_sim").setLevel(logging.WARNING)
     results = deploy(cfg)

@@ -7,10 +7,12 @@ import hydra
 from omegaconf import DictConfig
 
 from hardware.doctor import DoctorConfig, run_checks
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 
 
 @hydra.main(config_path="conf", config_name="doctor", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     logging.getLogger("franky_sim").setLevel(logging.WARNING)
     checks = run_checks(as_dataclass(DoctorConfig, cfg))

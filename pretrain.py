@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pretrain.loader import PackingConfig
 from pretrain.train.parallelize import ParallelConfig
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 from toto_robot.models.transformer import TransformerConfig
 
@@ -46,6 +47,7 @@ def token_source(data: DataConfig, out_dir: Path, rank: int):
 
 
 @hydra.main(config_path="conf", config_name="pretrain", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     from pretrain.train.loop import TrainConfig, init_distributed, train
 

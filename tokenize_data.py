@@ -8,12 +8,14 @@ from omegaconf import DictConfig
 
 from pretrain.data.tokenize import TokenizeDataConfig, tokenize
 from pretrain.tokenizer.checkpoint import load_dvae
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 
 log = logging.getLogger("tokenize_data")
 
 
 @hydra.main(config_path="conf", config_name="tokenize_data", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     c = as_dataclass(TokenizeDataConfig, cfg)
     if not c.sources:

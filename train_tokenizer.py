@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pretrain.tokenizer.objective import AnnealConfig
 from pretrain.tokenizer.train import DataConfig, TrainConfig, train_tokenizer
+from toto_robot.cli import user_errors
 from toto_robot.config import as_dataclass
 from toto_robot.models.dvae import DVAEConfig
 
@@ -15,6 +16,7 @@ log = logging.getLogger("train_tokenizer")
 
 
 @hydra.main(config_path="conf", config_name="train_tokenizer", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     metrics = train_tokenizer(
         as_dataclass(DVAEConfig, cfg.tokenizer),

@@ -1,11 +1,14 @@
 """Tokenizer throughput and quality: our dVAE encoder vs OpenAI's DALL-E dVAE encoder.
 
-Runs standalone on a bare GPU box (python + torch + numpy + dall_e; no hydra/zarr/av/mujoco):
+Runs standalone on a bare GPU box (python + torch + numpy [+ dall_e]; no hydra/zarr/av/mujoco).
+Without the optional `dall_e` package (`pip install dall-e requests attrs`) the DALL-E comparison
+is skipped with a note:
 
     python bench/tokenizer_throughput.py                 # cuda when available: full run, < 4 min
     python bench/tokenizer_throughput.py --device cpu --quick   # smoke test (CI)
 
-Both encoders run at 128x128 input (-> 16x16 codes of 8192), bf16 weights + autocast, channels-last,
+Both encoders run at 128x128 input (-> 16x16 codes of 8192) on the same batch of frames per call
+(--batch), bf16 weights + autocast, channels-last,
 torch.compile (falls back to eager, and says so, if compiling fails), codes = argmax of the logits,
 inputs already on the device (ours takes uint8 frames, DALL-E float32 as its API requires).
 DALL-E uses random weights (54M parameters): speed does not depend on the values. Then our dVAE
@@ -16,6 +19,7 @@ codebook use are reported next to the speed. The last line printed is JSON with 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -71,8 +75,9 @@ def frames_per_s(fn: Callable, x: torch.Tensor, device: torch.device, min_s: flo
     return n * len(x) / (time.perf_counter() - t0)
 
 
-def bench_ours(args: argparse.Namespace, device: torch.device, notes: dict) -> float:
+def bench_ours(args: argparse.Namespace, device: torch.device, notes: dict) -> tuple[float, float]:
     model = DVAE(DVAEConfig.named(args.size)).to(device).eval()
+    params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     enc = model.encoder.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
     enc = enc.to(memory_format=torch.channels_last)
     x = synthetic_images(args.batch, device=device)  # (B, 128, 128, 3) uint8
@@ -85,7 +90,7 @@ def bench_ours(args: argparse.Namespace, device: torch.device, notes: dict) -> f
     fn = maybe_compile(encode, x, args.compile, "ours", notes)
     codes = fn(x)
     assert codes.shape == (args.batch, 16, 16), codes.shape
-    return frames_per_s(fn, x, device, args.min_seconds, args.min_iters)
+    return frames_per_s(fn, x, device, args.min_seconds, args.min_iters), params
 
 
 def bench_dalle(args: argparse.Namespace, device: torch.device, notes: dict) -> tuple[float, float]:
@@ -102,7 +107,7 @@ def bench_dalle(args: argparse.Namespace, device: torch.device, notes: dict) -> 
     if device.type == "cuda":
         enc = enc.to(torch.bfloat16)
     enc = enc.to(memory_format=torch.channels_last)
-    x = (synthetic_images(args.dalle_batch, device=device).permute(0, 3, 1, 2).float() / 255)
+    x = (synthetic_images(args.batch, device=device).permute(0, 3, 1, 2).float() / 255)
     x = x.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
@@ -112,7 +117,7 @@ def bench_dalle(args: argparse.Namespace, device: torch.device, notes: dict) -> 
 
     fn = maybe_compile(encode, x, args.compile, "dalle", notes)
     codes = fn(x)
-    assert codes.shape == (args.dalle_batch, 16, 16), codes.shape
+    assert codes.shape == (args.batch, 16, 16), codes.shape
     return frames_per_s(fn, x, device, args.min_seconds, args.min_iters), params
 
 
@@ -174,8 +179,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds): small batches, short training")
     p.add_argument("--size", default="base", help="dVAE size whose encoder is timed")
     p.add_argument("--train-size", default="base", help="dVAE size trained for the quality figures")
-    p.add_argument("--batch", type=int, default=1024, help="frames per encode call (ours)")
-    p.add_argument("--dalle-batch", type=int, default=256, help="frames per encode call (DALL-E)")
+    p.add_argument("--batch", type=int, default=256, help="frames per encode call (both encoders)")
     p.add_argument("--min-seconds", type=float, default=8.0, help="timing window per encoder")
     p.add_argument("--min-iters", type=int, default=10)
     p.add_argument("--train-seconds", type=float, default=75.0)
@@ -188,7 +192,7 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     if args.quick:
-        args.batch, args.dalle_batch, args.min_seconds, args.min_iters = 8, 1, 0.0, 1
+        args.batch, args.min_seconds, args.min_iters = 8, 0.0, 1
         args.train_seconds, args.train_batch, args.eval_images, args.train_size = 1.0, 8, 32, "tiny"
     if device.type == "cpu":
         args.compile = args.compile and not args.quick
@@ -201,18 +205,25 @@ def main() -> None:
 
     notes: dict[str, str] = {}
     t_start = time.perf_counter()
-    ours = bench_ours(args, device, notes)
-    log(f"[ours] {args.size} encoder: {ours:,.0f} frames/s ({notes['ours']})")
+    ours, ours_params = bench_ours(args, device, notes)
+    log(f"[ours] {args.size} encoder ({ours_params:.1f}M params): {ours:,.0f} frames/s at batch {args.batch} ({notes['ours']})")
     result = {"device": dev_name, "torch": torch.__version__, "input": "128x128 -> 16x16 codes, vocab 8192",
-              "ours_size": args.size, "ours_frames_per_s": round(ours, 1)}
-    if not args.skip_dalle:
+              "batch": args.batch, "ours_size": args.size, "ours_params_m": round(ours_params, 2),
+              "ours_frames_per_s": round(ours, 1)}
+    if not args.skip_dalle and importlib.util.find_spec("dall_e") is None:
+        notes["dalle"] = "skipped: the dall_e package is not installed (pip install dall-e requests attrs)"
+        log(f"[dalle] {notes['dalle']}; the comparison is left out")
+    elif not args.skip_dalle:
         dalle, params = bench_dalle(args, device, notes)
-        log(f"[dalle] encoder ({params:.1f}M params): {dalle:,.0f} frames/s ({notes['dalle']})")
+        log(f"[dalle] encoder ({params:.1f}M params): {dalle:,.0f} frames/s at batch {args.batch} ({notes['dalle']})")
+        log(f"[ratio] ours ({ours_params:.1f}M params) / DALL-E ({params:.1f}M params): {ours / dalle:.1f}x the frames/s")
         result.update({"dalle_frames_per_s": round(dalle, 1), "dalle_params_m": round(params, 2),
                        "speedup_vs_dalle": round(ours / dalle, 2)})
     quality = train_briefly(args, device)
-    log(f"[train] held-out PSNR {quality['recon_psnr_db']:.2f} dB, codebook usage {quality['codebook_usage']:.3f}, "
-        f"perplexity {quality['codebook_perplexity']:.0f}")
+    log(f"[quality] ours ({args.train_size}) after {quality['train_seconds']:.0f} s of training: held-out PSNR "
+        f"{quality['recon_psnr_db']:.2f} dB, codebook usage {quality['codebook_usage']:.3f}, perplexity "
+        f"{quality['codebook_perplexity']:.0f}, next to {ours:,.0f} frames/s (DALL-E's quality cannot be measured "
+        "offline: its weights download at load time)")
     result.update(quality)
     result.update({"compile": notes, "target_frames_per_s": 20000, "target_speedup": 4.0,
                    "meets_targets": ours >= 20000 and result.get("speedup_vs_dalle", 0) >= 4.0,

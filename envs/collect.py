@@ -10,8 +10,11 @@ An existing store is resumed (its spec must match); Ctrl-C leaves it valid.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
+import os
 import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.config import CubePickConfig
-from envs.seeds import TRAIN_SEEDS
+from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 from toto_robot.action import ATTR_KEY, check_convention
 from toto_robot.config import to_dict
 from toto_robot.provenance import code_version
 from toto_robot.spec import ArraySpec
 
 MOTIONS = ("expert", "random", "mixed")
+SEED_SPLITS = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}
 SEED_KEY = "episode_seed"  # per-step extra array: the env seed of the episode (provenance, resume)
 # Per-step extra arrays next to the observations: provenance and privileged state for probes.
 # cube_quat (w-x-y-z) carries the cube's yaw for the oracle policy and the encoder probes;
@@ -43,7 +47,8 @@ class CollectConfig:
     n_episodes: int = 100  # episodes to have in the store when done
     out: str = "data/cube_pick_demos.zarr"
     workers: int = 2
-    seed_offset: int = 0  # first training seed used (seeds are envs.seeds.TRAIN_SEEDS)
+    seed_offset: int = 0  # first seed used, counted from the start of the seed split
+    seed_split: str = "train"  # "train" (envs.seeds.TRAIN_SEEDS) | "eval" (EVAL_SEEDS: held-out data for probes)
     expert_noise: float = 0.05  # std of the expert's action noise
     motion: str = "expert"  # "expert", "random" (smooth random actions) or "mixed" (alternating)
     keep_failures: bool = False  # store failed episodes too (sim videos for pre-training)
@@ -107,8 +112,21 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
     return episode, success, n
 
 
+def _exit_with_parent() -> None:
+    """End this worker as soon as the collecting process dies, even by kill -9 (a daemon process
+    is only stopped by a parent that exits normally): a thread waits on the parent's sentinel."""
+    parent = mp.parent_process()
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _worker(cfg: CollectConfig, tasks: mp.Queue, results: mp.Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    _exit_with_parent()
     from envs.cube_pick import CubePickEnv
     from envs.expert import ScriptedExpert
 
@@ -157,7 +175,10 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{cfg.out} lacks the collector's extra arrays {missing}: not written by collect_demos, cannot resume it")
     stored_before = store.n_episodes
-    next_seed = cfg.seed_offset
+    if cfg.seed_split not in SEED_SPLITS:
+        raise ValueError(f"seed_split must be one of {sorted(SEED_SPLITS)}, got {cfg.seed_split!r}")
+    seeds = SEED_SPLITS[cfg.seed_split]
+    next_seed = seeds.start + cfg.seed_offset
     if store.n_steps:
         next_seed = max(next_seed, int(store.array(SEED_KEY)[: store.n_steps].max()) + 1)
     max_attempts = cfg.max_attempts or 3 * cfg.n_episodes + 20
@@ -168,38 +189,47 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
     for p in procs:
         p.start()
     attempts = successes = steps = in_flight = 0
+    # Results are handled in seed order whatever order the workers finish in, so the same command
+    # stores the same episodes; `pending` holds those that arrived before a lower seed's.
+    pending: dict[int, tuple[Any, bool, int]] = {}
+    next_result = next_seed
     video_frames: list[np.ndarray] = []
     interrupted = False
     start = time.perf_counter()
     bar = tqdm(total=cfg.n_episodes, initial=stored_before, desc="collect", disable=not cfg.progress)
     try:
         while store.n_episodes < cfg.n_episodes:
-            # Keep each worker busy with one queued seed, but never run more than needed.
-            missing = cfg.n_episodes - store.n_episodes
-            while in_flight < min(cfg.workers * 2, missing + cfg.workers) and attempts + in_flight < max_attempts:
-                if next_seed >= TRAIN_SEEDS.stop:
-                    raise RuntimeError("ran out of training seeds")
+            # Keep each worker busy with one queued seed, but never run (or hold) more than needed.
+            needed = cfg.n_episodes - store.n_episodes
+            while (in_flight + len(pending) < min(cfg.workers * 2, needed + cfg.workers)
+                   and attempts + in_flight + len(pending) < max_attempts):
+                if next_seed >= seeds.stop:
+                    raise RuntimeError(f"ran out of {cfg.seed_split} seeds")
                 tasks.put(next_seed)
                 next_seed, in_flight = next_seed + 1, in_flight + 1
             if in_flight == 0:
                 break
             try:
-                seed, episode, success, n = results.get(timeout=5.0)
+                seed, *result = results.get(timeout=5.0)
             except queue.Empty:
                 if not all(p.is_alive() for p in procs):
                     raise RuntimeError("a collection worker died") from None
                 continue
             in_flight -= 1
-            if isinstance(episode, Exception):
-                raise RuntimeError(f"episode with seed {seed} failed in a worker: {episode!r}") from episode
-            attempts, successes, steps = attempts + 1, successes + success, steps + n
-            if (success or cfg.keep_failures) and store.n_episodes < cfg.n_episodes:
-                store.add_episode(episode)
-                bar.update(1)
-                if cfg.video_path and shape_meta.rgb_keys and len(video_frames) < cfg.video_episodes * cfg.env.episode_len:
-                    video_frames.extend(side_by_side({k: episode[k][t] for k in shape_meta.rgb_keys}, shape_meta.rgb_keys)
-                                        for t in range(n))
-            bar.set_postfix(attempts=attempts, success=f"{successes / attempts:.0%}")
+            pending[seed] = tuple(result)
+            while next_result in pending and store.n_episodes < cfg.n_episodes:
+                seed, (episode, success, n) = next_result, pending.pop(next_result)
+                next_result += 1
+                if isinstance(episode, Exception):
+                    raise RuntimeError(f"episode with seed {seed} failed in a worker: {episode!r}") from episode
+                attempts, successes, steps = attempts + 1, successes + success, steps + n
+                if success or cfg.keep_failures:
+                    store.add_episode(episode)
+                    bar.update(1)
+                    if cfg.video_path and shape_meta.rgb_keys and len(video_frames) < cfg.video_episodes * cfg.env.episode_len:
+                        video_frames.extend(side_by_side({k: episode[k][t] for k in shape_meta.rgb_keys}, shape_meta.rgb_keys)
+                                            for t in range(n))
+                bar.set_postfix(attempts=attempts, success=f"{successes / attempts:.0%}")
     except KeyboardInterrupt:
         interrupted = True
     finally:

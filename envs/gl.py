@@ -12,20 +12,22 @@ from __future__ import annotations
 import os
 import sys
 
+from toto_robot.cli import UserError
+
 SUPPORTED = ("egl", "osmesa", "glfw")
 DISABLED = ("disable", "disabled", "off", "false", "0")  # MuJoCo's own "no rendering" values
 _GL_MODULE = "mujoco.rendering.classic.gl_context"
 
 
-class GLBackendError(RuntimeError):
-    """MUJOCO_GL is set to a value we cannot render with."""
+class GLBackendError(UserError, RuntimeError):
+    """MuJoCo cannot render with the GL backend that MUJOCO_GL selects (or that it picked itself)."""
 
 
 def check_mujoco_gl_env() -> str:
     """Validate MUJOCO_GL (setting "egl" when unset and headless); returns the value in effect."""
     value = os.environ.get("MUJOCO_GL", "").strip().lower()
     if not value:
-        value = "glfw" if os.environ.get("DISPLAY") or sys.platform != "linux" else "egl"
+        value = "glfw" if _has_display() else "egl"
         if _GL_MODULE not in sys.modules:  # MuJoCo has not read it yet: our default takes effect
             os.environ["MUJOCO_GL"] = value
     if value not in SUPPORTED + DISABLED:
@@ -41,7 +43,17 @@ def select_gl_backend() -> str:
     value = check_mujoco_gl_env()
     if value in DISABLED:
         raise GLBackendError(f"MUJOCO_GL={value!r} disables rendering; cameras need one of {SUPPORTED}")
-    return active_gl_backend() or value
+    backend = active_gl_backend() or value
+    if backend == "glfw" and not _has_display():
+        why = ("MUJOCO_GL=glfw" if value == "glfw" else
+               "MuJoCo was imported before MUJOCO_GL was set (before `import envs`), so it chose GLFW, which")
+        raise GLBackendError(f"{why} needs a display and there is none: set MUJOCO_GL=egl (or osmesa) in the "
+                             "environment before starting Python")
+    return backend
+
+
+def _has_display() -> bool:
+    return sys.platform != "linux" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def active_gl_backend() -> str | None:

@@ -25,6 +25,7 @@ from hardware.recording import FAILURE, SUCCESS, UNLABELLED, open_rollout_store
 from hardware.robot import Robot
 from hardware.runner import DeployRunner, RolloutResult, RunnerConfig
 from toto_robot.action import ATTR_KEY, ActionConvention
+from toto_robot.cli import UserError
 from toto_robot.config import as_dataclass, to_dict
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
@@ -251,13 +252,20 @@ def replay_episode(cfg: DictConfig) -> dict[str, Any]:
 
         episode = store.get_episode(cfg.episode)
         node = _policy_node(cfg)
+        if "checkpoint" not in node:
+            if not node.get("type"):
+                raise UserError("replay_episode.py mode=offline compares a policy with the recorded actions: give "
+                                "checkpoint=PATH (or policy.type=tiny_torch to run an untrained network on purpose)")
+            print(f"WARNING: no checkpoint: comparing with an UNTRAINED {node['type']} policy built from its config; "
+                  "its errors say nothing about a trained policy", flush=True)
         policy = build_policy(node, store.shape_meta, as_dataclass(ActionConvention, cfg.robot.action), what=f"store {cfg.store}")
         report = compare_actions(policy, episode)
         out = Path(cfg.record.log_dir) if cfg.record.log_dir else _hydra_dir()
         plot = plot_comparison(report, out / f"replay_episode_{cfg.episode}.png", f"{cfg.store} episode {cfg.episode}")
         summary = {k: v for k, v in report.items() if k not in ("predicted", "recorded")}
         write_json(out / f"replay_episode_{cfg.episode}.json", {**summary, "plot": str(plot), "policy": node})
-        print(f"offline replay of episode {cfg.episode}: mean MAE {summary['mae_mean']:.4f}, "
+        untrained = "" if cfg.get("checkpoint") else f" [UNTRAINED {node['type']} policy]"
+        print(f"offline replay of episode {cfg.episode}{untrained}: mean MAE {summary['mae_mean']:.4f}, "
               f"per dim {[round(x, 4) for x in summary['mae']]}, gripper agreement {summary['gripper_agreement']:.1%}")
         print(f"plot: {plot}")
         return summary

@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class FrankyConfig(RobotConfig):
     kernel), "ignore" for franky-sim; collision thresholds [Nm], [N] are the controller's reflexes."""
 
     realtime_config: str = "enforce"
+    connect_timeout_s: float = 5.0  # libfranka's handshake must finish within this (it waits forever itself)
     torque_threshold: float = 20.0
     force_threshold: float = 30.0
     use_gripper: bool = True
@@ -114,6 +116,45 @@ def error_names(errors: Errors) -> tuple[str, ...]:
     return tuple(n for n in ERROR_NAMES if getattr(errors, n))
 
 
+def _open_robot(host: str, realtime_config: RealtimeConfig, timeout_s: float) -> _FrankyRobot:
+    """franky's `Robot(host)`, given up after `timeout_s` [s] with a RobotConnectionError.
+
+    libfranka waits without limit for the handshake answer, and a controller (or franky-sim)
+    that already serves a client accepts the TCP connection and never answers. The constructor
+    releases the GIL while it waits, so it runs on a daemon thread that this one can abandon
+    (Ctrl-C works meanwhile); if it connects after all, it drops the robot, which closes the link.
+    """
+    lock, done = threading.Lock(), threading.Event()
+    box: dict[str, object] = {}
+
+    def construct() -> None:
+        try:
+            robot = _FrankyRobot(host, realtime_config=realtime_config)
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+        else:
+            with lock:
+                if not box.get("abandoned"):
+                    box["robot"] = robot
+        done.set()
+
+    threading.Thread(target=construct, name=f"franky-connect-{host}", daemon=True).start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        with lock:
+            box["abandoned"] = "robot" not in box and "error" not in box
+    if "error" in box:
+        raise box["error"]
+    if "robot" not in box:
+        raise RobotConnectionError(
+            f"cannot connect to the robot at {host}: no libfranka handshake within {timeout_s} s. The controller "
+            f"is probably serving another client (another script, or a crashed one that still holds it: stop it), "
+            f"or {host} is not a Franka controller"
+        )
+    return box["robot"]
+
+
 def _cap(v: np.ndarray, limit: float) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v * (limit / n) if n > limit else v
@@ -159,7 +200,7 @@ class FrankyRobot(Robot):
         gc.collect()
         with self._translate("connect"):
             try:
-                self._robot = _FrankyRobot(cfg.host, realtime_config=rt)
+                self._robot = _open_robot(cfg.host, rt, cfg.connect_timeout_s)
             except (NetworkException, ConnectionError, OSError) as e:
                 raise RobotConnectionError(f"cannot connect to the robot at {cfg.host}: {e}") from e
             self._robot.set_collision_behavior(cfg.torque_threshold, cfg.force_threshold)
@@ -248,13 +289,19 @@ class FrankyRobot(Robot):
             raise RobotError(f"joint target {np.round(q, 3).tolist()} is not 7 finite angles inside the joint limits minus {cfg.joint_limit_margin} rad")
         self._check_ready()
         robot = self._require()
+        if robot.is_in_control:
+            # A streamed Cartesian motion is still running, and franky cannot switch a running
+            # motion to a joint motion (InvalidMotionTypeException): end it first.
+            self.stop()
+            if robot.is_in_control:
+                raise RobotError(f"move {what}: the running motion did not end after stop(); call stop() and retry")
         motion = JointMotion(q, relative_dynamics_factor=cfg.home_speed)
         with self._translate(f"move {what}"):
             robot.move(motion, asynchronous=True)
-            finished = robot.join_motion(timeout=timeout_s)
+            finished = self._join_motion(robot, timeout_s)
         if not finished:
             self.stop()
-            raise RobotError(f"{what} motion did not finish within {timeout_s} s; stopped")
+            raise RobotError(f"{what} motion did not finish within {timeout_s} s of the controller's clock; stopped")
         self.clear_queue()
 
     def _execute(self, cmd: SentCommand, t_device: float | None) -> None:
@@ -437,6 +484,24 @@ class FrankyRobot(Robot):
             f"joint {j + 1} at {q[j]:.3f} rad is within {cfg.joint_limit_margin} rad of its limit {limit:.4f}: "
             f"arm stopped; move home to continue (joints {np.round(q, 2).tolist()})"
         )
+
+    @staticmethod
+    def _join_motion(robot: _FrankyRobot, timeout_s: float, stall_s: float = 10.0) -> bool:
+        """Wait for the running motion to end; False after `timeout_s` of the controller's clock.
+
+        The controller's clock, not the wall clock: franky-sim runs slower than the wall clock on a
+        loaded machine (on a real arm the two agree). A clock that stands still for `stall_s` wall
+        seconds also ends the wait.
+        """
+        t = float(robot.state.time.to_sec())
+        end, last, t_last = t + timeout_s, t, time.monotonic()
+        while not robot.join_motion(timeout=0.05):
+            t = float(robot.state.time.to_sec())
+            if t > last:
+                last, t_last = t, time.monotonic()
+            if t >= end or time.monotonic() - t_last > stall_s:
+                return False
+        return True
 
     @staticmethod
     def _drain(robot: _FrankyRobot) -> None:

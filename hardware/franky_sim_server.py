@@ -100,6 +100,7 @@ class SimServer:
     def __init__(self, host: str | None = "127.0.0.1", realtime: bool = True, cube: bool = False, camera: bool = False,
                  initial_q: tuple[float, ...] | None = None) -> None:
         self.host = check_loopback(host) if host else free_loopback_host()
+        self._any_host = not host  # another process may take self.host first: then bind the next free one
         self.realtime = realtime
         self._cube, self._camera = cube, camera
         self._initial_q = initial_q
@@ -112,16 +113,19 @@ class SimServer:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
-        if not _port_free(self.host):
+        if not self._any_host and not _port_free(self.host):
             raise RuntimeError(f"{self.host}:{LIBFRANKA_PORT} is in use (another franky-sim?); use host=None for a free one")
+        first = int(self.host.rsplit(".", 1)[1])
+        candidates = [f"127.0.0.{x}" for x in range(first, 65)] if self._any_host else [self.host]
         self._sim = MujocoSimulator()
         kwargs = {"initial_q": self._initial_q} if self._initial_q is not None else {}
         self._sim.add_robot(**kwargs)
         _use_world(self._sim, self._cube, self._camera)
         self._sim.init()
         self._sim.register_pre_step_callback(self._apply_pending)
-        self._server = SimulationServer(self._sim, hostname_candidates=[self.host])
-        self._server.init()
+        self._server = SimulationServer(self._sim, hostname_candidates=candidates)
+        self._server.init()  # binds the first candidate it can
+        self.host = self._server.robot_servers[0].hostname
         self._server.run_async(realtime=self.realtime)
         log.info("franky-sim serving on %s (realtime=%s)", self.host, self.realtime)
         return self
@@ -234,7 +238,7 @@ class SimServerProcess:
     """franky-sim in a child process; `kill()` simulates a controller that dies mid-motion."""
 
     def __init__(self, host: str | None = "127.0.0.1", realtime: bool = True, cube: bool = False, timeout_s: float = 30.0) -> None:
-        self.host = check_loopback(host) if host else free_loopback_host()
+        self.host = check_loopback(host) if host else "auto"  # the child binds a free one and reports it
         self.realtime, self.cube, self.timeout_s = realtime, cube, timeout_s
         self.proc: subprocess.Popen | None = None
 
@@ -248,6 +252,7 @@ class SimServerProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if line.startswith("READY"):
+                self.host = line.split()[1]
                 return self
             if not line and self.proc.poll() is not None:
                 break

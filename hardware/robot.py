@@ -21,6 +21,7 @@ exception (a franky `ControlException`, ...) kept as `__cause__`:
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,7 @@ class RobotConfig:
         default_factory=lambda: [0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398]
     )
     home_speed: float = 0.15  # fraction of the joint velocity/acceleration/jerk limits
-    motion_timeout_s: float = 20.0
+    motion_timeout_s: float = 20.0  # [s] of the controller's clock (franky-sim's runs slow on a loaded machine)
     gripper_speed: float = 0.05  # m/s
     grasp_force: float = 20.0  # N
     gripper_open_width: float = 0.08
@@ -209,3 +210,25 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def clear_queue(self) -> None:
         """Drop pending targets and re-anchor the safety reference on the measured pose."""
+
+    # ------------------------------------------------------------------ time
+    def wait(self, seconds: float, stall_s: float = 10.0) -> None:
+        """Block for `seconds` of the controller's clock (`RobotState.t_device`).
+
+        On a real arm that clock runs with the wall clock; franky-sim's runs slower on a loaded
+        machine (and faster with realtime=False), so a script or test that paces its commands on
+        it moves the arm by the same amount per step whatever the load. Without a device clock
+        this is `time.sleep`. RobotConnectionError if the clock stands still for `stall_s` [s].
+        """
+        t = self.get_state().t_device
+        if t is None:
+            time.sleep(seconds)
+            return
+        end, last, t_last = t + seconds, t, time.monotonic()
+        while t < end:
+            time.sleep(min(0.002, max(end - t, 0.0)))
+            t = self.get_state().t_device
+            if t > last:
+                last, t_last = t, time.monotonic()
+            elif time.monotonic() - t_last > stall_s:
+                raise RobotConnectionError(f"the controller clock stood still for {stall_s} s at {t:.3f} s")

@@ -237,14 +237,15 @@ def stream_line(robot, direction: np.ndarray, speed: float, duration_s: float, s
         t_targets.append(state.t_device)
         prev = start.eef_pos + d * speed * period * k
         robot.send_target(prev, start.eef_quat)
-        time.sleep(max(0.0, t0 + k * period - time.monotonic()))
-    time.sleep(0.5)
+        # Paced on the controller's clock: franky-sim runs slower than wall time on a loaded machine.
+        robot.wait(max(0.0, start.t_device + k * period - robot.get_state().t_device))
+    robot.wait(0.5)
     done.set()
     sampler.join(timeout=2.0)
     t = np.array([s[0] for s in samples])
     pos = np.array([s[1] for s in samples])
     wall = time.monotonic() - t0
-    # The simulator may run slower than wall-clock time on a loaded machine: measure in its clock.
+    # Measured in the controller's clock too (the stream's period there is `period` up to polling).
     t_targets = np.array(t_targets)
     sim_speed = speed * period / float(np.mean(np.diff(t_targets)))
     m = smoothness(t, pos, t_targets, sim_speed)

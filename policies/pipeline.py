@@ -119,6 +119,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     collection = ensure_demos(cfg)
     store = EpisodeStore.open(cfg.demos.out)
     check_store(store, spec, convention)
+    store.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
     if store.n_episodes < cfg.demos.n_episodes:
         raise RuntimeError(f"{store.path} holds {store.n_episodes} episodes, {cfg.demos.n_episodes} asked; "
                            "collection stopped early (see its summary above)")

@@ -138,6 +138,7 @@ def export_encoder(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
+    os.chmod(tmp, 0o644)  # readable by every user of a shared install (temp files may be created 0600)
     os.replace(tmp, out)
     encoder = load_encoder(out)
     if check:

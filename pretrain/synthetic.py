@@ -52,7 +52,7 @@ def write_synthetic_shards(
 ) -> None:
     """Write `n_videos` videos of `n_frames` frames and `n_images` still images as token shards."""
     rng = np.random.default_rng(seed)
-    with TokenShardWriter(root, rank=0) as writer:
+    with TokenShardWriter(root, rank=0, vocab_size=VOCAB) as writer:
         for i in range(n_videos):
             writer.add_clip(moving_shapes(n_frames, rng), source=f"synthetic/video{i:05d}", clip_id="0",
                             fps=10.0, kind="video")

@@ -11,22 +11,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from toto_robot.cli import UserError
 
 T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+class ConfigError(UserError, ValueError):
+    """A config node does not fit its schema (unknown key, wrong type, missing value)."""
+
+
 def as_dataclass(cls: type[T], cfg: Any) -> T:
     """Validate `cfg` (DictConfig, dict or None) against dataclass `cls` and return an instance."""
-    schema = OmegaConf.structured(cls)
-    _writable(schema)
-    if cfg is not None:
-        # Interpolations (e.g. runner.control_hz: ${robot.action.control_hz}) resolve against the
-        # whole config this node came from, before it is merged into a schema of its own.
-        node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
-        schema = OmegaConf.merge(schema, node)
-    return OmegaConf.to_object(schema)  # type: ignore[return-value]
+    try:
+        schema = OmegaConf.structured(cls)
+        _writable(schema)
+        if cfg is not None:
+            # Interpolations (e.g. runner.control_hz: ${robot.action.control_hz}) resolve against the
+            # whole config this node came from, before it is merged into a schema of its own.
+            node = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
+            schema = OmegaConf.merge(schema, node)
+        return OmegaConf.to_object(schema)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config does not fit {cls.__name__}: {e}") from e
 
 
 def _writable(node: DictConfig) -> None:

@@ -15,7 +15,11 @@ Artifact = one `.safetensors` file. Tensors are prefixed `tokenizer.` (the dVAE 
     provenance               source checkpoints, export time, code version (not hashed)
 
 Only `toto_robot.models.*`, torch and safetensors are imported: a robot computer can load it
-without training code or a network. Policies store `encoder_hash` in their checkpoints and
+without training code or a network.
+
+The package ships one pre-trained artifact, `toto_robot/assets/default_encoder.safetensors`
+(model card: `toto_robot/assets/MODEL_CARD.md`); `load_encoder()` with no path loads it and
+checks that its hash is `DEFAULT_ENCODER_HASH`. Policies store `encoder_hash` in their checkpoints and
 compare it with `TotoEncoder.encoder_hash` before reusing cached features.
 """
 
@@ -39,6 +43,8 @@ FORMAT = "toto_robot.encoder"
 ARTIFACT_VERSION = 1
 METADATA_KEY = "toto_robot.encoder"
 UNHASHED_KEYS = ("encoder_hash", "provenance")
+DEFAULT_ENCODER = Path(__file__).resolve().parent / "assets" / "default_encoder.safetensors"
+DEFAULT_ENCODER_HASH = "f0fcfc05746cf50a0abe2e57e342efbef0958515a83970b4b08c806d17fe0ec4"
 
 
 class EncoderArtifactError(ValueError):
@@ -311,10 +317,11 @@ def build_encoder(
 class EncoderConfig:
     """The `encoder` hydra group (conf/encoder/toto.yaml): which artifact, where it runs.
 
-    device "auto" picks cuda when available; amp autocasts the trunk to bf16 on cuda.
+    artifact None is the default encoder shipped with the package. device "auto" picks cuda when
+    available; amp autocasts the trunk to bf16 on cuda.
     """
 
-    artifact: str = "???"
+    artifact: str | None = None
     device: str = "auto"
     amp: bool = True
 
@@ -326,13 +333,19 @@ def load_encoder_from_config(cfg: EncoderConfig) -> TotoEncoder:
 
 
 def load_encoder(
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
     verify: bool = True,
 ) -> TotoEncoder:
-    """Load a frozen encoder artifact for inference. `amp_dtype=torch.bfloat16` autocasts on GPU."""
-    config, tensors = read_artifact(path, verify=verify)
+    """Load a frozen encoder artifact for inference; no `path` = the default encoder shipped with
+    the package (its hash must be DEFAULT_ENCODER_HASH). `amp_dtype=torch.bfloat16` autocasts on GPU."""
+    config, tensors = read_artifact(DEFAULT_ENCODER if path is None else path, verify=verify)
+    if path is None and config["encoder_hash"] != DEFAULT_ENCODER_HASH:
+        raise EncoderArtifactError(
+            f"{DEFAULT_ENCODER} has encoder_hash {config['encoder_hash']}, the package documents "
+            f"{DEFAULT_ENCODER_HASH}: the shipped default encoder was replaced; reinstall toto_robot"
+        )
     return build_encoder(config, tensors, device=device, amp_dtype=amp_dtype)
 
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from toto_robot.cli import UserError
+
 KINDS = ("rgb", "depth", "low_dim", "action", "meta")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An array does not match its spec (missing key, wrong shape or dtype, non-finite)."""
 
 

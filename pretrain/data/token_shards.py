@@ -5,8 +5,10 @@ Layout under one root (a local folder or any fsspec URL: file://, s3://, gs://, 
     shard-r{rank:03d}-{k:05d}.bin    raw little-endian uint16, (frames, 256) row-major
     shard-r{rank:03d}-{k:05d}.json   [{"source", "clip_id", "offset", "n_frames", "fps", "kind"}, ...]
     done-r{rank:03d}.jsonl           resume list: {"source", "shard", "status"} per finished file
+    tokens.json                      {"format", "vocab_size", "tokens_per_frame"}: the tokenizer's
+                                     codebook size, which a model's vocabulary is checked against
 
-A frame is 16x16 = 256 dVAE codes in raster order (vocab 8192), so frame i of a shard is bytes
+A frame is 16x16 = 256 dVAE codes in raster order (codes < vocab_size), so frame i of a shard is bytes
 [512 i, 512 (i + 1)). Commit order per shard: .bin, then the done-list lines naming it, then the
 .json, each through a temp name + rename. The .json is the commit point: a .bin without one is an
 interrupted write and is deleted by the next writer of that rank, and done-list lines whose shard
@@ -33,7 +35,9 @@ import numpy as np
 
 TOKENS_PER_FRAME = 256  # 16 x 16 codes
 GRID = 16
-VOCAB_SIZE = 8192
+VOCAB_SIZE = 8192  # the paper's dVAE codebook; the largest a uint16 shard is written for by default
+META_NAME = "tokens.json"
+META_FORMAT = "toto_robot.tokens"
 TOKEN_DTYPE = np.dtype("<u2")
 FRAME_BYTES = TOKENS_PER_FRAME * TOKEN_DTYPE.itemsize
 KINDS = ("image", "video")
@@ -84,15 +88,19 @@ class TokenShardWriter:
 
     Usage: `add_clip(...)` for every clip of a source file, then `finish_source(name)`; a shard is
     cut only there. `close()` (or leaving the `with` block) commits the remainder. `done` holds the
-    sources already committed by earlier runs of this rank, for resuming.
+    sources already committed by earlier runs of this rank, for resuming. `vocab_size` is the
+    tokenizer's codebook size, recorded in `tokens.json`; a root written with another is refused.
     """
 
-    def __init__(self, root: str, rank: int = 0, frames_per_shard: int = 65536) -> None:
+    def __init__(self, root: str, rank: int = 0, frames_per_shard: int = 65536, vocab_size: int = VOCAB_SIZE) -> None:
         if not 0 <= rank < 1000:
             raise ValueError(f"rank must be in [0, 1000), got {rank}")
-        self.root, self.rank, self.frames_per_shard = root, rank, frames_per_shard
+        if not 0 < vocab_size <= np.iinfo(TOKEN_DTYPE).max + 1:
+            raise ValueError(f"vocab_size must be in [1, 65536] for uint16 shards, got {vocab_size}")
+        self.root, self.rank, self.frames_per_shard, self.vocab_size = root, rank, frames_per_shard, vocab_size
         self.fs, self.path = _fs_path(root)
         self.fs.makedirs(self.path, exist_ok=True)
+        self._write_meta()
         self._done_path = f"{self.path}/done-r{rank:03d}.jsonl"
         committed = self._committed_shards()
         self._next = max(committed, default=-1) + 1
@@ -106,17 +114,28 @@ class TokenShardWriter:
     def shard_name(self, k: int) -> str:
         return f"shard-r{self.rank:03d}-{k:05d}"
 
+    def _write_meta(self) -> None:
+        meta_path = f"{self.path}/{META_NAME}"
+        meta = {"format": META_FORMAT, "vocab_size": self.vocab_size, "tokens_per_frame": TOKENS_PER_FRAME}
+        if self.fs.exists(meta_path):
+            old = read_meta(self.fs, self.path)
+            if old["vocab_size"] != self.vocab_size:
+                raise ValueError(f"{self.root} holds tokens of a {old['vocab_size']}-code tokenizer; this one has "
+                                 f"{self.vocab_size} codes: write to another folder")
+            return
+        _put_atomic(self.fs, meta_path, json.dumps(meta).encode())
+
     def add_clip(
         self, tokens: np.ndarray, source: str, clip_id: str, fps: float | None = None, kind: str = "video"
     ) -> None:
-        """tokens: (T, 256) or (T, 16, 16) integer codes < 8192."""
+        """tokens: (T, 256) or (T, 16, 16) integer codes < vocab_size."""
         tokens = np.asarray(tokens)
         if tokens.ndim == 3 and tokens.shape[1:] == (GRID, GRID):
             tokens = tokens.reshape(len(tokens), TOKENS_PER_FRAME)
         if tokens.ndim != 2 or tokens.shape[1] != TOKENS_PER_FRAME or len(tokens) == 0:
             raise ValueError(f"{source}/{clip_id}: expected (T>0, 256) tokens, got {tokens.shape}")
-        if tokens.dtype.kind not in "ui" or tokens.min() < 0 or tokens.max() >= VOCAB_SIZE:
-            raise ValueError(f"{source}/{clip_id}: tokens must be integers in [0, {VOCAB_SIZE})")
+        if tokens.dtype.kind not in "ui" or tokens.min() < 0 or tokens.max() >= self.vocab_size:
+            raise ValueError(f"{source}/{clip_id}: tokens must be integers in [0, {self.vocab_size})")
         if kind not in KINDS:
             raise ValueError(f"{source}/{clip_id}: kind must be one of {KINDS}, got {kind!r}")
         self._clips.append(
@@ -203,15 +222,30 @@ class TokenShardWriter:
         return done
 
 
+def read_meta(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
+    """The `tokens.json` of a shard root, checked; TokenShardError naming the file otherwise."""
+    meta_path = f"{path}/{META_NAME}"
+    try:
+        meta = json.loads(fs.cat_file(meta_path))
+    except FileNotFoundError:
+        raise TokenShardError(f"{meta_path} is missing: shards without it were written before the tokenizer's "
+                              "vocabulary was recorded; tokenize again") from None
+    except (OSError, ValueError) as e:
+        raise TokenShardError(f"{meta_path}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT or not isinstance(meta.get("vocab_size"), int):
+        raise TokenShardError(f"{meta_path}: not a {META_FORMAT} file with an integer vocab_size: {meta!r}")
+    return meta
+
+
 class TokenDataset:
     """Read-only view of all committed shards under `root` (local path or fsspec URL).
 
     Frames are fetched by byte range (`read_frames`), never by loading a whole shard, so the
     same code streams from object storage. Shards are ordered by name (rank, then index).
+    `vocab_size` is the tokenizer's codebook size from `tokens.json`.
     """
 
     tokens_per_frame = TOKENS_PER_FRAME
-    vocab_size = VOCAB_SIZE
 
     def __init__(self, root: str, strict: bool = False, storage_options: dict[str, Any] | None = None) -> None:
         self.root = root
@@ -219,6 +253,10 @@ class TokenDataset:
         self.clips: list[ClipInfo] = []
         self.skipped: list[str] = []
         names = sorted(p for p in self.fs.glob(f"{self.path}/shard-r*-*.json") if _SHARD_RE.search(p))
+        if not names:
+            raise TokenShardError(f"no token shards found at {root} (shard-rRRR-KKKKK.json/.bin written by "
+                                  "tokenize_data.py): check data.root")
+        self.vocab_size = int(read_meta(self.fs, self.path)["vocab_size"])
         start = 0
         for jpath in names:
             try:
@@ -286,8 +324,8 @@ class TokenDataset:
         if len(data) != n * FRAME_BYTES:
             raise TokenShardError(f"{bpath}: short read at byte {lo}: {len(data)} of {n * FRAME_BYTES} (truncated?)")
         out = np.frombuffer(data, dtype=TOKEN_DTYPE).reshape(n, TOKENS_PER_FRAME).astype(np.uint16)
-        if n and out.max() >= VOCAB_SIZE:
-            raise TokenShardError(f"{bpath}: code {int(out.max())} >= vocab {VOCAB_SIZE} at frames of clip {clip_index}")
+        if n and out.max() >= self.vocab_size:
+            raise TokenShardError(f"{bpath}: code {int(out.max())} >= vocab {self.vocab_size} at frames of clip {clip_index}")
         return out
 
     def summary(self) -> dict[str, Any]:

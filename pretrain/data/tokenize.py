@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from pretrain.data.sources import SourceConfig, build_source
+from pretrain.data.sources import SourceConfig, SourceError, build_source
 from pretrain.data.token_shards import TokenShardWriter
 from toto_robot.models.dvae import DVAE
 
@@ -71,9 +71,28 @@ class Batch:
     finished: list[tuple[str, str]] = field(default_factory=list)  # (file, "ok" | "error: ...") after this batch
 
 
-def rank_files(sources: list[SourceConfig], rank: int, world: int, done: set[str]) -> list[tuple[int, str]]:
-    """(source index, file) pairs of this rank that are not done yet."""
-    pairs = sorted((i, f) for i, s in enumerate(sources) for f in build_source(s).files())
+def list_sources(sources: list[SourceConfig]) -> list[tuple[int, str]]:
+    """All (source index, file) pairs, sorted. Raises SourceError naming every source whose path is
+    missing or matches no files: a typo must not pass as an empty (or smaller) dataset."""
+    if not sources:
+        raise SourceError("no sources configured (sources=[{kind: images, path: ...}])")
+    pairs, problems = [], []
+    for i, s in enumerate(sources):
+        try:
+            files = build_source(s).files()
+        except SourceError as e:
+            problems.append(str(e))
+            continue
+        if not files:
+            problems.append(f"{s.kind} source {s.path} matches no files")
+        pairs += [(i, f) for f in files]
+    if problems:
+        raise SourceError("; ".join(problems))
+    return sorted(pairs)
+
+
+def rank_files(pairs: list[tuple[int, str]], rank: int, world: int, done: set[str]) -> list[tuple[int, str]]:
+    """This rank's share of `pairs` (from `list_sources`) that is not done yet."""
     return [p for p in pairs[rank::world] if p[1] not in done]
 
 
@@ -132,7 +151,10 @@ def pick_device(name: str) -> torch.device:
 def tokenize(
     sources: list[SourceConfig], model: DVAE, cfg: TokenizeConfig, rank: int = 0, world: int = 1
 ) -> dict[str, Any]:
-    """Tokenize this rank's share of `sources` into `cfg.out`; returns a summary."""
+    """Tokenize this rank's share of `sources` into `cfg.out`; returns a summary.
+
+    Sources are listed (and refused if one matches nothing) before anything is written."""
+    pairs = list_sources(sources)
     device = pick_device(cfg.device)
     model = model.to(device).eval()
     encode = model.encode
@@ -141,8 +163,8 @@ def tokenize(
         model.encoder.to(torch.bfloat16, memory_format=torch.channels_last)
         if cfg.compile:
             encode = _compiled(model, cfg.batch_size, device)
-    writer = TokenShardWriter(cfg.out, rank=rank, frames_per_shard=cfg.frames_per_shard)
-    files = rank_files(sources, rank, world, writer.done)
+    writer = TokenShardWriter(cfg.out, rank=rank, frames_per_shard=cfg.frames_per_shard, vocab_size=model.cfg.vocab_size)
+    files = rank_files(pairs, rank, world, writer.done)
     log.info("rank %d/%d: %d files to do (%d already done)", rank, world, len(files), len(writer.done))
     loader = DataLoader(FrameBatches(sources, files, cfg.batch_size), batch_size=None,
                         num_workers=min(cfg.workers, len(files)), persistent_workers=False)

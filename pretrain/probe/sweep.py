@@ -4,7 +4,9 @@ Token features (N, T, D) of each probed layer are extracted once into float16 me
 encoder is the expensive part; probes then train for many epochs on cached features), after
 which each (layer, pool) pair trains a head = pooling module + linear output on the train split
 and is scored on the val split: top-1 accuracy for classification, R^2 (and RMSE in the target's
-units, e.g. metres for a cube position) for regression.
+units, e.g. metres for a cube position) for regression, plus the median cube position error [mm]
+and yaw error [deg, modulo 90] for cube-pose targets. Several cameras per sample are tokenized and
+run through the transformer one frame each (as a policy does), their token features concatenated.
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ class ProbeResult:
     score: float
     val_loss: float
     rmse: float | None = None  # regression only, target units
+    pos_err_mm: float | None = None  # cube pose only: median |position error| [mm]
+    yaw_err_deg: float | None = None  # cube pose with yaw: median |yaw error| modulo 90 degrees [deg]
+    encoder: str = "pretrained"  # or "random_init": the same architecture with random weights
     head: nn.Module | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
-        return {"layer": self.layer, "pool": self.pool, "metric": self.metric, "score": self.score,
-                "val_loss": self.val_loss, "rmse": self.rmse}
+        return {"encoder": self.encoder, "layer": self.layer, "pool": self.pool, "metric": self.metric,
+                "score": self.score, "val_loss": self.val_loss, "rmse": self.rmse, "pos_err_mm": self.pos_err_mm,
+                "yaw_err_deg": self.yaw_err_deg}
 
 
 def probe_layers(n_layers: int, step: int, layers: list[int] | None = None) -> list[int]:
@@ -67,16 +73,20 @@ def probe_layers(n_layers: int, step: int, layers: list[int] | None = None) -> l
 def extract_features(
     encoder: TotoEncoder, frames: np.ndarray, layers: list[int], work_dir: Path, batch_size: int, desc: str = ""
 ) -> dict[int, np.ndarray]:
-    """frames (N, S, S, 3) uint8 -> {layer: (N, 256, D) float16 memmap under work_dir}."""
-    n, (t, d) = len(frames), encoder.feature_shape(1)
+    """frames (N, S, S, 3) or (N, K, S, S, 3) uint8 -> {layer: (N, K*256, D) float16 memmap under
+    work_dir}; each of the K frames is its own 256-token sequence."""
+    n, k = len(frames), (frames.shape[1] if frames.ndim == 5 else 1)
+    t, d = encoder.feature_shape(k)
     out = {
         l: np.lib.format.open_memmap(work_dir / f"{desc}_layer{l:03d}.npy", mode="w+", dtype=np.float16, shape=(n, t, d))
         for l in layers
     }
     for i in tqdm(range(0, n, batch_size), desc=f"features {desc}", leave=False):
-        tokens = encoder.tokenize(frames[i : i + batch_size])
+        tokens = encoder.tokenize(frames[i : i + batch_size])  # (b, [K,] 256)
+        b = len(tokens)
         for l in layers:
-            out[l][i : i + len(tokens)] = encoder.token_features(tokens, l).cpu().numpy()
+            feats = encoder.token_features(tokens.reshape(b * k, -1), l)
+            out[l][i : i + b] = feats.reshape(b, t, d).cpu().numpy()
     return out
 
 
@@ -143,7 +153,18 @@ def train_probe(
     sse = float(((pred_units - y_val) ** 2).sum())
     sst = float(((y_val - y_val.mean(0)) ** 2).sum())
     rmse = math.sqrt(sse / y_val.numel())
-    return head, {"metric": "r2", "score": 1.0 - sse / max(sst, 1e-12), "val_loss": val_loss, "rmse": rmse}
+    metrics = {"metric": "r2", "score": 1.0 - sse / max(sst, 1e-12), "val_loss": val_loss, "rmse": rmse}
+    return head, metrics | (pose_errors(pred_units.numpy(), y_val.numpy(), data.yaw) if data.pose else {})
+
+
+def pose_errors(pred: np.ndarray, target: np.ndarray, yaw: bool) -> dict[str, float]:
+    """Median cube position error [mm] over columns 0-2 [m]; with `yaw`, the median yaw error
+    [deg] from columns 3-4 = (cos 4*yaw, sin 4*yaw), wrapped into [0, 45] (90-degree symmetry)."""
+    out = {"pos_err_mm": float(np.median(np.linalg.norm(pred[:, :3] - target[:, :3], axis=1)) * 1000)}
+    if yaw:
+        angle = np.arctan2(pred[:, 4], pred[:, 3]) - np.arctan2(target[:, 4], target[:, 3])  # = 4 * yaw error
+        out["yaw_err_deg"] = float(np.degrees(np.median(np.abs((angle + np.pi) % (2 * np.pi) - np.pi)) / 4))
+    return out
 
 
 def sweep(
@@ -153,17 +174,19 @@ def sweep(
     cfg: ProbeTrainConfig,
     work_dir: Path,
     device: torch.device,
+    name: str = "pretrained",
 ) -> list[ProbeResult]:
-    """Every (layer, pool) probe; `work_dir` holds the feature memmaps while they train."""
+    """Every (layer, pool) probe of `encoder` (called `name` in the results); `work_dir` holds the
+    feature memmaps while they train."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    train = extract_features(encoder, data.train_x, layers, work_dir, cfg.extract_batch_size, "train")
-    val = extract_features(encoder, data.val_x, layers, work_dir, cfg.extract_batch_size, "val")
+    train = extract_features(encoder, data.train_x, layers, work_dir, cfg.extract_batch_size, f"{name}_train")
+    val = extract_features(encoder, data.val_x, layers, work_dir, cfg.extract_batch_size, f"{name}_val")
     results = []
     jobs = [(l, p) for l in layers for p in cfg.pools]
-    for layer, pool in tqdm(jobs, desc="probes"):
+    for layer, pool in tqdm(jobs, desc=f"probes ({name})"):
         pooling = PoolingConfig(kind=pool, n_heads=cfg.n_heads)
         head, metrics = train_probe(data, train[layer], val[layer], pooling, cfg, device)
-        results.append(ProbeResult(layer=layer, pool=pool, head=head.cpu(), **metrics))
+        results.append(ProbeResult(layer=layer, pool=pool, encoder=name, head=head.cpu(), **metrics))
     for arr in (*train.values(), *val.values()):
         Path(arr.filename).unlink(missing_ok=True)
     if not any(work_dir.iterdir()):

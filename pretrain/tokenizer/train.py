@@ -26,6 +26,7 @@ from pretrain.tokenizer.checkpoint import load_checkpoint, restore_rng, save_che
 from pretrain.tokenizer.grid import save_recon_grid
 from pretrain.tokenizer.objective import AnnealConfig, dvae_loss, evaluate, kl_weight, temperature
 from pretrain.tokenizer.synthetic import synthetic_images
+from pretrain.train.metrics import drop_records_after
 from toto_robot.models.dvae import DVAE, DVAEConfig, to_uint8
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,14 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Training frames: `synthetic` procedural images, or frames sampled from `sources`."""
+    """Training frames: `synthetic` procedural images, or frames sampled from `sources`.
+
+    `eval_sources`: held-out frames for PSNR/usage (e.g. an evaluation-seed episode store); empty
+    draws them from `sources`, which then measures fit, not generalization."""
 
     synthetic: bool = False
     sources: list[SourceConfig] = field(default_factory=list)
+    eval_sources: list[SourceConfig] = field(default_factory=list)
     shuffle_buffer: int = 2048
     workers: int = 4
 
@@ -86,7 +91,7 @@ def _eval_images(data: DataConfig, cfg: TrainConfig, size: int) -> torch.Tensor:
         return synthetic_images(cfg.eval_images, size=size, generator=torch.Generator().manual_seed(cfg.seed + 999_331))
     from pretrain.data.frames import ShuffledFrames
 
-    it = iter(ShuffledFrames(data.sources, buffer=data.shuffle_buffer, seed=cfg.seed + 999_331))
+    it = iter(ShuffledFrames(data.eval_sources or data.sources, buffer=data.shuffle_buffer, seed=cfg.seed + 999_331))
     return torch.from_numpy(np.stack([next(it) for _ in range(cfg.eval_images)]))
 
 
@@ -106,11 +111,13 @@ def train_tokenizer(
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if DVAEConfig(**state["dvae_config"]) != model_cfg:
-            raise ValueError(f"{ckpt_path}: model config differs from the configured one; use a new run folder")
+            raise ValueError(f"{ckpt_path}: model config differs from the configured one; start a fresh run with "
+                             "run_name=<new name> (or delete that run folder)")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         restore_rng(state)
+        drop_records_after(out / "metrics.jsonl", step)  # steps after the checkpoint are replayed
         log.info("resumed from %s at step %d", ckpt_path, step)
     held_out = _eval_images(data, cfg, model_cfg.image_size).to(device)
     metrics_file = out / "metrics.jsonl"

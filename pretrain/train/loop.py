@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pretrain.loader import ClipSource, PackedLoader, PackingConfig
 from pretrain.train import checkpoint
-from pretrain.train.metrics import Throughput, flops_per_token, measure_peak_flops
+from pretrain.train.metrics import Throughput, drop_records_after, flops_per_token, measure_peak_flops
 from pretrain.train.parallelize import ParallelConfig, parallelize, resolve
 from pretrain.train.schedule import warmup_cosine
 from pretrain.train.step import TrainStep, build_optimizer
@@ -89,6 +89,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
     """
     rank, world, device = init_distributed(cfg.device)
     out = Path(out_dir)
+    check_vocab(model_cfg, source)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -112,10 +113,13 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
     # The schedule's shape comes from this run's config (so train.steps can be raised on resume);
     # the checkpoint supplies the step it has reached.
     if cfg.resume and (path := checkpoint.latest(ckpt_dir)) is not None:
+        check_same_model(path, model_cfg)
         state = checkpoint.load(path, model, optimizer)
         scheduler.load_state_dict(state["scheduler"] | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         loader.load_state_dict(state["loader"])
         step = int(state["step"])
+        if rank == 0:
+            drop_records_after(out / "metrics.jsonl", step)  # the steps after the checkpoint are replayed
         log.info("resumed from %s at step %d", path, step)
 
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops > 0 else measure_peak_flops(device)
@@ -165,6 +169,30 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
     if writers:
         writers.close()
     return history
+
+
+def check_vocab(model_cfg: TransformerConfig, source: ClipSource) -> None:
+    """The model must embed every code in the shards: a smaller vocabulary would fail mid-run with a
+    bare IndexError, so it is refused at start. A larger one trains, but export pairs a model only
+    with a tokenizer of its exact vocabulary, so it is warned about."""
+    data_vocab = getattr(source, "vocab_size", None)
+    if data_vocab is None or data_vocab == model_cfg.vocab_size:
+        return
+    where = getattr(source, "root", "the token data")
+    msg = (f"model.vocab_size={model_cfg.vocab_size}, but the tokens at {where} come from a {data_vocab}-code "
+           f"tokenizer: set model.vocab_size={data_vocab}")
+    if model_cfg.vocab_size < data_vocab:
+        raise ValueError(msg)
+    log.warning("%s to export this model with that tokenizer", msg)
+
+
+def check_same_model(path: Path, model_cfg: TransformerConfig) -> None:
+    """Refuse to resume a checkpoint of another model configuration (it would fail mid-load)."""
+    saved = torch.load(path / "train_state.pt", weights_only=False).get("model_config")
+    if saved is not None and saved != asdict(model_cfg):
+        diff = {k: (saved.get(k), v) for k, v in asdict(model_cfg).items() if saved.get(k) != v}
+        raise ValueError(f"{path} is a checkpoint of another model (checkpoint vs config: {diff}); start a "
+                         f"fresh run with run_name=<new name> (or delete {path.parent.parent})")
 
 
 class _Writers:

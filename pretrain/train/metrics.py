@@ -7,7 +7,11 @@ attention), divided by the measured bf16 matmul peak of the device.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import uuid
+from pathlib import Path
 
 import torch
 
@@ -22,8 +26,10 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16
     """Measured dense matmul FLOP/s on `device` (8192^2 bf16 on GPU, as in the anchor script)."""
     if device.type != "cuda":
         n, dtype = 1024, torch.float32  # CPU: only to make MFU lines meaningful relative to each other
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn_like(a)
+    # A private generator: the global RNG (restored on resume) must not be advanced by a timing probe.
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     for _ in range(3):
         a @ b
     _sync(device)
@@ -59,3 +65,24 @@ class Throughput:
         self.tokens, self.t0 = 0, now
         mfu = tok_s * self.flops_per_tok / (self.peak_flops * self.world_size) if self.peak_flops > 0 else 0.0
         return {"tok_per_s": tok_s, "mfu": mfu}
+
+
+def drop_records_after(path: str | os.PathLike, step: int) -> None:
+    """Remove the JSON-lines records of `path` with "step" > `step` (temp + rename).
+
+    A resumed run replays the steps after its checkpoint; without this its metrics file would
+    hold those steps twice. A torn last line (crash mid-write) is dropped too."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    os.replace(tmp, path)

@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 
 from pretrain.export import load_pool_head
-from pretrain.probe.datasets import ProbeData, ProbeDatasetConfig, load_probe_data
+from pretrain.probe.datasets import ProbeData, ProbeDatasetConfig, load_probe_data, yaw_mod_90
 from pretrain.probe.run import ProbeConfig, run_probe
 from pretrain.probe.sweep import ProbeTrainConfig, probe_layers, train_probe
 from toto_robot.config import as_dataclass
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.models.pooling import PoolingConfig
+from toto_robot.rotations import quat_mul
 from toto_robot.spec import ArraySpec, ShapeMeta
 
 
@@ -102,6 +103,50 @@ def test_episode_store_sweep_regresses_cube_position(artifact, tmp_path):
     assert summary["task"] == "regression" and summary["layers"] == [2]
     for row in summary["rows"]:
         assert row["metric"] == "r2" and np.isfinite(row["score"]) and 0 < row["rmse"] < 1.0
+
+
+def test_two_camera_pose_probe_against_random_weights(artifact, tmp_path):
+    meta = ShapeMeta(obs={"agentview_image": ArraySpec((128, 128, 3), "uint8", "rgb"),
+                          "wrist_image": ArraySpec((128, 128, 3), "uint8", "rgb"), "eef_pos": ArraySpec((3,), "float32")})
+    path = tmp_path / "pose.zarr"
+    store = EpisodeStore.create(path, meta, extras={"cube_pos": ArraySpec((3,), "float32"),
+                                                                      "cube_quat": ArraySpec((4,), "float32")})
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        yaw = rng.uniform(-np.pi / 4, np.pi / 4, 6)
+        quat = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], 1).astype(np.float32)
+        store.add_episode({"agentview_image": rng.integers(0, 255, (6, 128, 128, 3), dtype=np.uint8),
+                           "wrist_image": rng.integers(0, 255, (6, 128, 128, 3), dtype=np.uint8),
+                           "eef_pos": np.zeros((6, 3), np.float32), "action": np.zeros((6, 7), np.float32),
+                           "cube_pos": rng.uniform(-0.1, 0.1, (6, 3)).astype(np.float32), "cube_quat": quat})
+    cfg = as_dataclass(ProbeConfig, {
+        "encoder": {"artifact": str(artifact), "device": "cpu"},
+        "dataset": {"kind": "episodes", "paths": [str(path)], "image_keys": ["agentview_image", "wrist_image"],
+                    "yaw_key": "cube_quat", "frame_stride": 1, "val_fraction": 0.4},
+        "layers": {"layers": [1, 2]}, "compare_random_init": True,
+        "train": {"epochs": 2, "batch_size": 8, "n_heads": 4, "pools": ["avg"]},
+    })
+    summary = run_probe(cfg, tmp_path / "out")
+    rows = summary["rows"]
+    assert [(r["encoder"], r["layer"]) for r in rows] == [("pretrained", 1), ("pretrained", 2), ("random_init", 1), ("random_init", 2)]
+    for r in rows:  # random images: errors are large but finite, in mm and degrees (<= 45 modulo 90)
+        assert 0 < r["pos_err_mm"] < 1000 and 0 <= r["yaw_err_deg"] <= 45
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "agentview+wrist" in table and "random_init avg position / yaw error" in table and " mm / " in table
+    assert summary["best"]["avg"]["layer"] in (1, 2) and "pos_err_mm" in summary["best"]["avg"]
+
+
+def test_yaw_modulo_90_is_read_off_a_horizontal_cube_axis():
+    def quat(axis, angle):
+        axis = np.asarray(axis, float) / np.linalg.norm(axis)
+        return np.r_[np.cos(angle / 2), np.sin(angle / 2) * axis]
+
+    yaws = np.radians([0, 10, 40, 50, 100, -30])
+    got = yaw_mod_90(np.stack([quat([0, 0, 1], y) for y in yaws]))
+    assert np.allclose(np.degrees(got), [0, 10, 40, -40, 10, -30])
+    tipped = quat_mul(quat([0, 0, 1], np.radians(20)), quat([1, 0, 0], np.pi / 2))  # on its side, then yawed
+    assert np.allclose(np.degrees(yaw_mod_90(tipped[None])), [20])
+    assert np.allclose(yaw_mod_90(-tipped[None]), yaw_mod_90(tipped[None]))  # q and -q: the same rotation
 
 
 def test_episode_split_is_by_episode_and_bad_keys_are_named(tmp_path):

@@ -139,3 +139,18 @@ def test_ctrl_c_leaves_a_valid_resumable_store(tmp_path):
     store.get_episode(n - 1)
     s = collect_demos(_cfg(out, n + 1, workers=1))
     assert s["n_episodes"] == n + 1 and s["n_new"] == 1
+
+
+def test_eval_seed_split_collects_held_out_seeds(tmp_path):
+    """Probe data comes from envs.seeds.EVAL_SEEDS, never from the training range."""
+    from envs.seeds import EVAL_SEEDS
+
+    out = tmp_path / "probe.zarr"
+    s = collect_demos(_cfg(out, 2, workers=1, motion="random", keep_failures=True, seed_split="eval",
+                           env={**TINY_ENV, "episode_len": 3}))
+    assert s["n_episodes"] == 2
+    store = EpisodeStore.open(out)
+    seeds = sorted(int(store.get_episode(i)[SEED_KEY][0, 0]) for i in range(2))
+    assert seeds == [EVAL_SEEDS.start, EVAL_SEEDS.start + 1]
+    with pytest.raises(ValueError, match="seed_split must be one of"):
+        collect_demos(_cfg(tmp_path / "x.zarr", 1, seed_split="test"))

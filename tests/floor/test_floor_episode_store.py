@@ -157,3 +157,26 @@ def test_append_speed_is_reasonable(tmp_path):
     t = time.perf_counter()
     store.add_episode(episode(200))
     assert time.perf_counter() - t < 10
+
+
+def test_store_from_before_the_commit_layout_is_adopted(tmp_path):
+    """Plain .zarray files and no chunk-completeness flag (stores written before): read, then appended to."""
+    path = tmp_path / "old.zarr"
+    EpisodeStore.create(path, SM, extras=EXTRAS).add_episode(episode(3, seed=0))
+    for meta in path.glob("*/*/.zarray"):
+        text = meta.read_text()
+        meta.unlink()
+        meta.write_text(text)
+    shutil.rmtree(path / ".commits")
+    attrs = json.loads((path / ".zattrs").read_text())
+    del attrs["toto_robot"]["all_chunks_written"]
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    os.remove(path / "data" / "eef_pos" / "0.0")  # cannot be told from an all-zero chunk zarr skipped
+    assert EpisodeStore.open(path).n_episodes == 1
+    store = EpisodeStore.open(path, mode="a")
+    assert all(m.is_symlink() for m in path.glob("*/*/.zarray"))
+    store.add_episode(episode(2, seed=1))
+    group = zarr.open_group(str(path), mode="r")
+    assert group["meta/episode_ends"][:].tolist() == [3, 5]
+    assert {group[f"data/{k}"].shape[0] for k in ("agentview_image", "eef_pos", "action", "timestamp")} == {5}
+    np.testing.assert_array_equal(EpisodeStore.open(path).get_episode(1)["timestamp"], [1.0, 2.0])

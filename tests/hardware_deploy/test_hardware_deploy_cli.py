@@ -3,6 +3,7 @@ franky-sim rehearsal with the scripted pick."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,9 +33,11 @@ def test_dry_run_on_franky_sim_records_without_moving(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "stop: max_steps" in out.stdout
     ep = EpisodeStore.open(tmp_path / "dry.zarr").get_episode(0)
-    assert len(ep["action"]) == 10 and np.all(ep["status"] == DRY_RUN)
+    summary = json.loads((tmp_path / "logs" / "rollout_00000.json").read_text())["summary"]
+    # A tick whose inference misses its deadline (a loaded machine) records nothing.
+    assert summary["steps"] == 10 and len(ep["action"]) == 10 - summary["overruns"]
+    assert np.all(ep["status"] == DRY_RUN)
     assert np.abs(ep["eef_pos"] - ep["eef_pos"][0]).max() < 1e-3  # the arm did not move
-    assert (tmp_path / "logs" / "rollout_00000.json").exists()
 
 
 @pytest.mark.slow

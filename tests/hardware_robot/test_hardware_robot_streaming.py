@@ -2,7 +2,8 @@
 
 Regression tests for three defects: rotation actions ended in planner errors; random actions
 walked the arm out of the workspace box; a gripper command sent while another ran blocked the
-process, and close() during a grasp crashed it.
+process, and close() during a grasp crashed it. Steps are paced on the controller's clock
+(`Robot.wait`): on a loaded machine the simulator runs slower than the wall clock.
 """
 
 import time
@@ -10,18 +11,22 @@ import time
 import numpy as np
 import pytest
 
-from hardware.franky_robot import FrankyConfig, FrankyRobot
-from hardware.franky_sim_server import SimServer
+from hardware.franky_robot import GRIPPER_CLOSE_TIMEOUT_S, FrankyConfig, FrankyRobot
+from hardware.franky_sim_server import SimServerProcess
 from toto_robot.rotations import quat_angle
 from hardware.safety import SafetyConfig
 
 pytest.importorskip("franky")
 PERIOD = 0.1
+# A gripper call that waited for the fingers would take > 1 s (8 cm at 5 cm/s); a call that
+# returns at once can still be held up ~0.1-0.2 s by the scheduler on a loaded 2-core machine.
+NON_BLOCKING_S = 0.4
 
 
 @pytest.fixture(scope="module")
 def sim():
-    with SimServer(host=None, realtime=True) as server:
+    # Its own process: in this one its 1 kHz Python loop would compete for the GIL with the test.
+    with SimServerProcess(host=None, realtime=True) as server:
         yield server
 
 
@@ -32,12 +37,11 @@ def make_robot(sim, safety=None, **kw) -> FrankyRobot:
 def stream(robot, actions):
     """Send (N, 7) actions at 10 Hz; per step: (command, measured state before the next one, call time [s])."""
     out = []
-    t0 = time.monotonic()
-    for k, a in enumerate(actions):
+    for a in actions:
         t = time.monotonic()
         cmd = robot.send_action(np.asarray(a, dtype=np.float32))
         dt = time.monotonic() - t
-        time.sleep(max(0.0, t0 + (k + 1) * PERIOD - time.monotonic()))
+        robot.wait(PERIOD)
         out.append((cmd, robot.get_state(), dt))
     return out
 
@@ -58,7 +62,7 @@ def test_random_rotations_and_translations_track_without_planner_errors(sim):
         assert max(rot_lags) < 0.15
         total_rotation = quat_angle(steps[0][0].target_quat, steps[-1][0].target_quat)
         assert total_rotation > 0.1  # the stream did rotate the hand
-        time.sleep(0.6)
+        robot.wait(0.6)
         last, s = steps[-1][0], robot.get_state()
         assert np.linalg.norm(last.target_pos - s.eef_pos) < 0.004
         assert quat_angle(last.target_quat, s.eef_quat) < 0.02
@@ -84,12 +88,13 @@ def test_random_actions_against_the_box_edges_stay_inside(sim):
         for cmd, s, _ in stream(robot, actions):
             assert np.all(cmd.target_pos >= lo - 1e-9) and np.all(cmd.target_pos <= hi + 1e-9)
             samples.append(s.eef_pos)
-        time.sleep(0.5)
+        robot.wait(0.5)
         samples.append(robot.get_state().eef_pos)
         pos = np.array(samples)
         assert robot.safety.counts.get("workspace", 0) >= 5  # the stream did press against the box
-        # Targets stay in the box; the measured hand may overshoot a face by franky-sim's servo lag.
-        assert np.all(pos >= lo - 0.015) and np.all(pos <= hi + 0.015), (pos.min(0) - lo, pos.max(0) - hi)
+        # Targets stay in the box; the measured hand may overshoot a face by franky-sim's servo lag
+        # (<= 1 cm on an idle machine, up to ~2 cm when load starves libfranka's 1 kHz loop).
+        assert np.all(pos >= lo - 0.025) and np.all(pos <= hi + 0.025), (pos.min(0) - lo, pos.max(0) - hi)
         # Orientation bounded too: unbounded rotation walks the arm into its joint limits, where
         # it leaves the box whatever the targets (measured x=-0.25 m, z=-0.13 m in a 60 s run).
         assert robot.safety.counts.get("tilt", 0) >= 5
@@ -105,22 +110,22 @@ def test_rapid_gripper_toggling_never_blocks_the_loop(sim):
         actions = [[0, 0, 0, 0, 0, 0, 1.0 if k % 2 else -1.0] for k in range(20)]
         steps = stream(robot, actions)
         assert sum(c.gripper is not None for c, _, _ in steps) >= 19  # a gripper command every step
-        call_ms = [dt * 1e3 for _, _, dt in steps]
-        assert max(call_ms) < 20, call_ms
+        call_s = [dt for _, _, dt in steps]
+        assert max(call_s) < NON_BLOCKING_S, call_s
         # Direct calls, back to back while a command runs: each returns at once.
         for _ in range(5):
             for call in (lambda: robot.grasp(wait=False), lambda: robot.open_gripper(wait=False)):
                 t = time.monotonic()
                 call()
-                assert time.monotonic() - t < 0.02
+                assert time.monotonic() - t < NON_BLOCKING_S
         gripper = robot._gripper
         assert gripper.counts["coalesced"] >= 10  # commands waiting behind a running one were merged
         # The newest command (open) wins once the queue drains.
-        deadline = time.monotonic() + 8.0
+        deadline = time.monotonic() + 30.0  # the fingers move on the (loaded) simulator's clock
         while gripper.busy and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not gripper.busy
-        time.sleep(0.2)  # one more width report
+        robot.wait(0.2)  # one more width report
         assert robot.get_state().gripper_width > 0.07
         assert gripper.pop_error() is None
         robot.send_action(np.array([0, 0, 0, 0, 0, 0, -1.0], np.float32))  # the loop still runs
@@ -135,7 +140,7 @@ def test_close_during_a_running_grasp_is_clean(sim):
     assert robot._gripper.busy  # the grasp is running
     t = time.monotonic()
     robot.close()  # waits (bounded) for the grasp instead of dropping its future mid-flight
-    assert time.monotonic() - t < 6.0
+    assert time.monotonic() - t < GRIPPER_CLOSE_TIMEOUT_S + 5.0
     assert not robot.is_connected
     robot.close()  # twice is fine
     with make_robot(sim) as again:  # the controller and gripper serve a new client

@@ -156,7 +156,8 @@ def test_rank_split_through_entry_script(media, tmp_path):
                         f"tokenize.out={out}", "tokenize.workers=0", "tokenize.device=cpu", f"sources={src_arg}",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    done0, done1 = TokenShardWriter(str(out), rank=0).done, TokenShardWriter(str(out), rank=1).done
+    vocab = model.cfg.vocab_size
+    done0, done1 = (TokenShardWriter(str(out), rank=r, vocab_size=vocab).done for r in (0, 1))
     assert done0 and done1 and not done0 & done1 and len(done0 | done1) == 7  # every file, by one rank
     assert s0["files"] == len(done0)
     ds = TokenDataset(str(out))
@@ -173,3 +174,24 @@ def test_train_tokenizer_on_file_sources(media, tmp_path):
     ev = train_tokenizer(DVAEConfig.named("tiny"), cfg, AnnealConfig(), DataConfig(sources=sources, workers=0,
                          shuffle_buffer=8), tmp_path)
     assert ev["psnr"] > 0 and (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_sources_are_checked_before_anything_is_written(media, tmp_path):
+    _, sources, model = media
+    out = tmp_path / "tok"
+    cfg = TokenizeConfig(out=str(out), batch_size=16, workers=0, device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = [*sources, SourceConfig("images", str(empty)), SourceConfig("videos", str(tmp_path / "missing"))]
+    with pytest.raises(SourceError, match=f"images source {empty} matches no files.*{tmp_path / 'missing'} does not exist"):
+        tokenize(bad, model, cfg)
+    assert not out.exists()  # no output folder for a job that cannot run
+
+
+def test_shards_record_the_tokenizer_vocabulary(media, tmp_path):
+    _, sources, model = media
+    out = tmp_path / "tok"
+    tokenize(sources[:1], model, TokenizeConfig(out=str(out), batch_size=16, workers=0, device="cpu"))
+    assert TokenDataset(str(out)).vocab_size == model.cfg.vocab_size == 512
+    with pytest.raises(ValueError, match="holds tokens of a 512-code tokenizer; this one has 8192 codes"):
+        TokenShardWriter(str(out), rank=1, vocab_size=8192)

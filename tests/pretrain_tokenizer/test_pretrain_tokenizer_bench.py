@@ -1,5 +1,6 @@
 """bench/tokenizer_throughput.py runs standalone (no hydra/zarr/av/mujoco/PIL) in its CPU smoke mode."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The GPU box has only torch + numpy + einops + safetensors + dall_e: make everything else unimportable.
+# The GPU box has only torch + numpy + einops + safetensors (+ dall_e, optional): make everything else unimportable.
 BLOCKED = ["hydra", "omegaconf", "zarr", "numcodecs", "av", "mujoco", "PIL", "tqdm", "fsspec", "imageio", "matplotlib"]
 
 
@@ -22,8 +23,14 @@ def test_bench_quick_cpu_standalone():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("ours_frames_per_s", "dalle_frames_per_s", "speedup_vs_dalle", "recon_psnr_db", "codebook_usage",
-                "codebook_perplexity"):
+    for key in ("ours_frames_per_s", "recon_psnr_db", "codebook_usage", "codebook_perplexity"):
         assert result[key] > 0, key
-    assert result["dalle_params_m"] == pytest.approx(53.8, abs=0.1)
-    assert result["compile"] == {"ours": "eager (compile off)", "dalle": "eager (compile off)"}
+    assert result["compile"]["ours"] == "eager (compile off)"
+    if importlib.util.find_spec("dall_e") is None:  # optional: not in the test extras
+        assert result["compile"]["dalle"].startswith("skipped: the dall_e package is not installed")
+        assert "dalle_frames_per_s" not in result
+        assert "the comparison is left out" in r.stdout
+    else:
+        assert result["dalle_frames_per_s"] > 0 and result["speedup_vs_dalle"] > 0
+        assert result["dalle_params_m"] == pytest.approx(53.8, abs=0.1)
+        assert result["compile"]["dalle"] == "eager (compile off)"

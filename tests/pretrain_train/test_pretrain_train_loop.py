@@ -1,13 +1,17 @@
-"""Training loop on CPU: loss falls on moving shapes, kill-and-resume equals an uninterrupted run,
-schedule and MFU accounting."""
+"""Training loop on CPU: loss falls on moving shapes, kill-and-resume equals an uninterrupted run
+(weights, RNG, metrics file), vocabulary and run-folder checks, schedule and MFU accounting."""
 
+import dataclasses
+import json
 import math
+
+import numpy as np
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from pretrain.data.token_shards import TokenDataset
+from pretrain.data.token_shards import TokenDataset, TokenShardError
 from pretrain.loader import PackingConfig
 from pretrain.synthetic import VOCAB, write_synthetic_shards
 from pretrain.train.checkpoint import latest
@@ -70,6 +74,33 @@ def test_kill_and_resume_equals_uninterrupted_run(videos, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     # A crash inside a save leaves only a temp dir, never a half-written step_* directory.
     assert not list((tmp_path / "resumed" / "checkpoints").glob(".tmp_*"))
+
+
+def test_resume_restores_the_rng_and_metrics_of_an_uninterrupted_run(videos, tmp_path):
+    # peak_tflops=0 measures the CPU's matmul rate at start, which draws random numbers.
+    cfg = TrainConfig(steps=6, lr=3e-3, warmup_steps=2, log_every=1, ckpt_every=3, peak_tflops=0.0)
+    train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path / "full")
+    train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path / "resumed", stop_after=5)
+    train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path / "resumed")
+    rng = [torch.load(tmp_path / run / "checkpoints" / "step_00000006" / "rng_rank00000.pt", weights_only=False)
+           for run in ("full", "resumed")]
+    assert torch.equal(rng[0]["torch"], rng[1]["torch"]) and rng[0]["python"] == rng[1]["python"]
+    assert all(np.array_equal(a, b) for a, b in zip(rng[0]["numpy"], rng[1]["numpy"]))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 4-5 were replayed after the kill, logged once
+
+
+def test_vocabulary_and_run_folder_mismatches_are_named(videos, tmp_path):
+    cfg = TrainConfig(steps=2, warmup_steps=1, log_every=1, ckpt_every=0, peak_tflops=1.0)
+    small = dataclasses.replace(MODEL, vocab_size=VOCAB // 2)
+    with pytest.raises(ValueError, match=f"come from a {VOCAB}-code tokenizer: set model.vocab_size={VOCAB}"):
+        train(small, cfg, DATA, ParallelConfig(), videos, tmp_path)
+    train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path)
+    wider = dataclasses.replace(MODEL, dim=32, n_heads=2)
+    with pytest.raises(ValueError, match=r"checkpoint of another model .*'dim': \(64, 32\).*run_name"):
+        train(wider, dataclasses.replace(cfg, steps=4), DATA, ParallelConfig(), videos, tmp_path)
+    with pytest.raises(TokenShardError, match=f"no token shards found at {tmp_path}"):
+        TokenDataset(str(tmp_path))
 
 
 def test_warmup_cosine_schedule():
