@@ -177,6 +177,7 @@ def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: 
     started = time.perf_counter()
     result = train(bc, cfg.train, store, episodes, run_dir, rollout if cfg.train.eval_every else None, cfg.device, cfg.progress)
     train_stage_s = time.perf_counter() - started
+    trained_now_s = sum(result.curves.epoch_s[result.resumed_from:])  # epochs of this call (a resumed run trained the rest)
     curves = result.curves.__dict__
     plot_curves(curves, run_dir / "curves.png", f"{label}: {cfg.policy.name}, {len(episodes)} demos")
     ev = pool.evaluate(str(result.checkpoint), test_seeds, video_dir=run_dir / "videos", n_videos=cfg.eval.videos,
@@ -191,7 +192,8 @@ def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: 
                   "epoch_s_median": sorted(result.curves.epoch_s)[len(result.curves.epoch_s) // 2] if result.curves.epoch_s else None,
                   "best_epoch": result.best_epoch, "best_validation_success": result.best_success,
                   "resumed_from_epoch": result.resumed_from, "n_steps": result.n_steps, "curves": curves,
-                  "validation_s": max(0.0, train_stage_s - result.train_s - result.prepare_s)},
+                  "train_s_this_call": trained_now_s,
+                  "validation_s": max(0.0, train_stage_s - trained_now_s - result.prepare_s)},
         "wall_s": time.perf_counter() - started,
     }
     write_json(run_dir / "policy_metrics.json", row)
@@ -204,7 +206,7 @@ def time_breakdown(metrics: dict[str, Any]) -> str:
     parts = [f"collect {st['collect']:.0f} s", f"verify {st['verify']:.0f} s"]
     for r in metrics["rows"]:
         tr = r.get("train")
-        detail = (f" (features {tr['prepare_s']:.0f}, train {tr['train_s']:.0f}, validation rollouts {tr['validation_s']:.0f}, "
+        detail = (f" (features {tr['prepare_s']:.0f}, train {tr['train_s_this_call']:.0f}, validation rollouts {tr['validation_s']:.0f}, "
                   f"evaluation {r['eval']['wall_s']:.0f})") if tr else ""
         parts.append(f"{r['name']} {r['wall_s']:.0f} s{detail}")
     return (f"Job wall time {metrics['job_wall_s']:.0f} s on {m['cpus']} CPUs (load average {m['load_avg'][0]:.1f} at the end): "
