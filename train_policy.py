@@ -13,8 +13,7 @@ def main(cfg: DictConfig) -> None:
     from policies.pipeline import TrainPolicyConfig, run
 
     metrics = run(as_dataclass(TrainPolicyConfig, cfg))
-    print(f"\n{metrics['table']}\n\nrun directory: {cfg.out_dir} (policy.safetensors, metrics.json, curves.png, videos/); "
-          f"job {metrics['job_wall_s']:.0f} s")
+    print(f"\n{metrics['table']}\n\nrun directory: {cfg.out_dir} (policy.safetensors, metrics.json, report.md, curves.png, videos/)")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         lat = measure_latency(policy, observations, repeats=args.repeats)
-        line = f"threads {threads}: obs->action p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
+        line = (f"threads {threads}: obs->action p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, max {lat['max_ms']:.1f} ms "
+                f"(CPU time p50 {lat['cpu_p50_ms']:.1f} ms: the wall time on an idle machine is about this)")
         if core is not None and cams:
             frames = torch.from_numpy(np.stack([observations[0][k] for k in cams]))
             core.token_features(frames)

@@ -117,9 +117,11 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     spec, convention = env_contract(cfg.env)
     collection = ensure_demos(cfg)
+    stages = {"collect": time.perf_counter() - started}
     store = EpisodeStore.open(cfg.demos.out)
     check_store(store, spec, convention)
     store.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
+    stages["verify"] = time.perf_counter() - started - stages["collect"]
     if store.n_episodes < cfg.demos.n_episodes:
         raise RuntimeError(f"{store.path} holds {store.n_episodes} episodes, {cfg.demos.n_episodes} asked; "
                            "collection stopped early (see its summary above)")
@@ -135,11 +137,12 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
         with RolloutPool(env_cfg, cfg.eval.workers) as pool:
             rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
     if cfg.eval.expert:
+        t = time.perf_counter()
         with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as pool:
             ev = pool.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
                                progress=cfg.progress, desc="evaluate expert")
         rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
-                     "per_seed": ev.episodes})
+                     "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
 
     metrics = {
         "rows": rows,
@@ -147,14 +150,14 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
                   "collected_now": collection},
         "eval_seeds": {"first": test_seeds[0], "n": len(test_seeds), "validation_first": val_seeds[0] if val_seeds else None},
         "job_wall_s": time.perf_counter() - started,
+        "stages_s": {**stages, **{r["name"]: r["wall_s"] for r in rows}},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "config": to_dict(cfg),
     }
     write_json(out / "metrics.json", metrics)
     table = summary_table(rows)
-    write_text(out / "report.md", f"# train_policy: {cfg.run_name}\n\n{table}\n\nJob wall time {metrics['job_wall_s']:.0f} s "
-                                    f"on {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}).\n")
-    metrics["table"] = table
+    metrics["table"] = f"{table}\n\n{time_breakdown(metrics)}"
+    write_text(out / "report.md", f"# train_policy: {cfg.run_name}\n\n{metrics['table']}\n")
     return metrics
 
 
@@ -171,7 +174,10 @@ def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: 
     def rollout(checkpoint: Path) -> float:
         return pool.evaluate(str(checkpoint), val_seeds, progress=False).summary()["success_rate"]
 
+    started = time.perf_counter()
     result = train(bc, cfg.train, store, episodes, run_dir, rollout if cfg.train.eval_every else None, cfg.device, cfg.progress)
+    train_stage_s = time.perf_counter() - started
+    trained_now_s = sum(result.curves.epoch_s[result.resumed_from:])  # epochs of this call (a resumed run trained the rest)
     curves = result.curves.__dict__
     plot_curves(curves, run_dir / "curves.png", f"{label}: {cfg.policy.name}, {len(episodes)} demos")
     ev = pool.evaluate(str(result.checkpoint), test_seeds, video_dir=run_dir / "videos", n_videos=cfg.eval.videos,
@@ -185,7 +191,23 @@ def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: 
         "train": {"train_s": result.train_s, "prepare_s": result.prepare_s, "epochs": len(result.curves.epoch),
                   "epoch_s_median": sorted(result.curves.epoch_s)[len(result.curves.epoch_s) // 2] if result.curves.epoch_s else None,
                   "best_epoch": result.best_epoch, "best_validation_success": result.best_success,
-                  "resumed_from_epoch": result.resumed_from, "n_steps": result.n_steps, "curves": curves},
+                  "resumed_from_epoch": result.resumed_from, "n_steps": result.n_steps, "curves": curves,
+                  "train_s_this_call": trained_now_s,
+                  "validation_s": max(0.0, train_stage_s - trained_now_s - result.prepare_s)},
+        "wall_s": time.perf_counter() - started,
     }
     write_json(run_dir / "policy_metrics.json", row)
     return row
+
+
+def time_breakdown(metrics: dict[str, Any]) -> str:
+    """Where the job's wall time went (this call; resumed stages take ~0 s), with the machine's load."""
+    st, m = metrics["stages_s"], metrics["machine"]
+    parts = [f"collect {st['collect']:.0f} s", f"verify {st['verify']:.0f} s"]
+    for r in metrics["rows"]:
+        tr = r.get("train")
+        detail = (f" (features {tr['prepare_s']:.0f}, train {tr['train_s_this_call']:.0f}, validation rollouts {tr['validation_s']:.0f}, "
+                  f"evaluation {r['eval']['wall_s']:.0f})") if tr else ""
+        parts.append(f"{r['name']} {r['wall_s']:.0f} s{detail}")
+    return (f"Job wall time {metrics['job_wall_s']:.0f} s on {m['cpus']} CPUs (load average {m['load_avg'][0]:.1f} at the end): "
+            + ", ".join(parts) + ".")

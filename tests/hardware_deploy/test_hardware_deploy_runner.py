@@ -286,7 +286,7 @@ def test_end_effector_outside_the_box_stops_the_run():
 def test_measured_hand_below_the_floor_guard_stops_the_run():
     # The ready pose is ~0.487 m high; a floor guard at 0.50 m puts the measured hand 1.3 cm below it.
     guard = SafetyConfig(workspace_min=[0.25, -0.35, 0.5], workspace_max=[0.75, 0.35, 0.65])
-    with SimServer(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), guard) as r:
+    with SimServerProcess(host=None, realtime=True) as sim, FrankyRobot(robot_config(sim.host), guard) as r:
         r.move_home()
         _, result = run(r, tiny(), max_steps=10)
         _, within = run(r, tiny(), max_steps=3, floor_stop_margin=0.02)  # tolerance for tracking overshoot

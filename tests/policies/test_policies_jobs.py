@@ -47,6 +47,8 @@ def test_train_policy_collects_trains_evaluates_and_reports(job, tiny_artifact):
     root, proc, metrics = job
     out = root / "run"
     assert "| main | toto | 2 |" in proc.stdout and "run directory" in proc.stdout  # the summary table
+    assert "Job wall time" in proc.stdout and "main " in proc.stdout.split("Job wall time")[1]  # where the time went
+    assert set(metrics["stages_s"]) == {"collect", "verify", "main", "none", "scripted expert"}
     names = [r["name"] for r in metrics["rows"]]
     assert names == ["main", "none", "scripted expert"]
     main = metrics["rows"][0]
