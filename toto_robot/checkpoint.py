@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from toto_robot.action import ATTR_KEY, ActionConvention, check_convention
+from toto_robot.safetensors_file import read_safetensors
 from toto_robot.spec import ShapeMeta, SpecError
 
 FORMAT = "toto_robot.policy"
@@ -144,16 +145,7 @@ def check_provides(needed: ShapeMeta, provided: ShapeMeta, what: str, who: str =
 def read_checkpoint(path: str | os.PathLike, load_tensors: bool = True) -> PolicyCheckpoint:
     """Read a policy checkpoint; CheckpointError naming the problem if it is not a usable one."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no policy checkpoint at {path}")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()} if load_tensors else {}
-    except Exception as e:  # safetensors raises its own types for truncated or garbled files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    metadata, tensors = read_safetensors(path, CheckpointError, "policy checkpoint", load_tensors)
     if METADATA_KEY not in metadata:
         hint = " (an encoder artifact? pass it as encoder.artifact)" if "toto_robot.encoder" in metadata else ""
         raise CheckpointError(f"{path}: not a toto_robot policy checkpoint (no {METADATA_KEY!r} metadata){hint}")

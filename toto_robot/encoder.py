@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
+
+from toto_robot.safetensors_file import read_safetensors
 
 FORMAT = "toto_robot.encoder"
 ARTIFACT_VERSION = 1
@@ -252,14 +252,7 @@ def _check_hash_and_keep_trunk(module: TotoEncoder, state_dict: dict[str, Any], 
 def read_artifact(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config, tensors) of an artifact, after format, version and (if `verify`) hash checks."""
     path = Path(path)
-    if not path.is_file():
-        raise EncoderArtifactError(f"no encoder artifact at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for truncated/garbled files
-        raise EncoderArtifactError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    metadata, tensors = read_safetensors(path, EncoderArtifactError, "encoder artifact")
     if METADATA_KEY not in metadata:
         raise EncoderArtifactError(f"{path}: not a toto_robot encoder artifact (no {METADATA_KEY!r} metadata)")
     try:
