@@ -30,7 +30,7 @@ def _seeds(store: EpisodeStore) -> list[int]:
 def test_same_command_same_store_in_seed_order(tmp_path):
     # Expert episodes end at success, so their lengths (and the workers' finishing order) vary.
     a = collect_demos(_cfg(tmp_path / "a.zarr", 6, workers=3))
-    b = collect_demos(_cfg(tmp_path / "b.zarr", 6, workers=2))
+    collect_demos(_cfg(tmp_path / "b.zarr", 6, workers=2))
     sa, sb = EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "b.zarr")
     assert _seeds(sa) == _seeds(sb) == sorted(_seeds(sa))
     assert a["attempts"] - a["failures"] == 6 and _seeds(sa)[-1] == a["attempts"] - 1  # the first 6 successes
