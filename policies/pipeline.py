@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,18 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
 
     rows = []
     entries = [("main", cfg.encoder, out)] + [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
-    for name, encoder, run_dir in entries:
-        bc = BCConfig(cfg.policy, encoder, cfg.obs)
-        env_cfg = cfg.env if bc.camera_keys else {**to_dict(cfg.env), "cameras": []}  # no rendering for blind policies
-        with RolloutPool(env_cfg, cfg.eval.workers) as pool:
-            rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
-    if cfg.eval.expert:
-        t = time.perf_counter()
-        with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as pool:
-            ev = pool.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
-                               progress=cfg.progress, desc="evaluate expert")
-        rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
-                     "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
+    # Blind policies (no rendering) and the expert share one pool: its workers start once, on first use.
+    with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
+        for name, encoder, run_dir in entries:
+            bc = BCConfig(cfg.policy, encoder, cfg.obs)
+            with RolloutPool(cfg.env, cfg.eval.workers) if bc.camera_keys else nullcontext(blind) as pool:
+                rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
+        if cfg.eval.expert:
+            t = time.perf_counter()
+            ev = blind.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
+                                progress=cfg.progress, desc="evaluate expert")
+            rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
+                         "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
 
     metrics = {
         "rows": rows,

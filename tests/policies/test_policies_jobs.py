@@ -83,16 +83,18 @@ def test_eval_policy_cli_is_deterministic_given_seeds(job, tmp_path):
 
 
 def test_a_trained_checkpoint_runs_through_the_deploy_runner_on_franky_sim(job, tmp_path):
+    """deploy_policy.py's job in this process (the script itself runs in tests/hardware_deploy/)."""
+    from hardware.deploy_app import deploy
     from toto_robot.episode_store import EpisodeStore
 
     root, _, _ = job
-    out = subprocess.run([
-        sys.executable, "deploy_policy.py", f"checkpoint={root / 'run' / 'policy.safetensors'}", "sim=true",
-        "robot=franky_sim", "camera=franky_sim", "~camera.wrist_image", "runner.max_steps=8",
-        f"record.store={tmp_path / 'rollouts.zarr'}", "record.label=none", f"record.log_dir={tmp_path / 'logs'}",
-        f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "stop: max_steps" in out.stdout
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        dcfg = compose("deploy_policy", [
+            f"checkpoint={root / 'run' / 'policy.safetensors'}", "sim=true", "robot=franky_sim", "camera=franky_sim",
+            "~camera.wrist_image", "runner.max_steps=8", f"record.store={tmp_path / 'rollouts.zarr'}", "record.label=none",
+            f"record.log_dir={tmp_path / 'logs'}"])
+    (result,) = deploy(dcfg)
+    assert result.stop_reason == "max_steps", result.message
     ep = EpisodeStore.open(tmp_path / "rollouts.zarr").get_episode(0)
     assert 0 < len(ep["action"]) <= 8 and ep["agentview_image"].shape[1:] == (128, 128, 3)  # a tick may overrun under load
     assert np.all(np.isfinite(ep["policy_action"])) and np.any(ep["policy_action"] != 0)

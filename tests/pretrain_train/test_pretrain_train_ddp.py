@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,13 @@ def run(launcher: list[str], overrides: list[str], out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def run_beside(*jobs: tuple[list[str], list[str], Path]) -> list[list[dict]]:
+    """`run` each (launcher, overrides, out) at the same time: independent runs, so start-ups overlap."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(run, *job) for job in jobs]
+        return [f.result() for f in futures]
+
+
 def weights(out: Path) -> dict[str, torch.Tensor]:
     state = {"model": Transformer(config_for("tiny", vocab_size=64, max_seq_len=512)).state_dict()}
     dcp.load(state, checkpoint_id=str(latest(out / "checkpoints")))
@@ -47,8 +55,8 @@ def test_help_explains_the_job():
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    single = run([sys.executable], ["data.batch_size=4"], tmp_path / "single")
-    ddp = run(TORCHRUN, ["parallel.strategy=ddp", "data.batch_size=2"], tmp_path / "ddp")
+    single, ddp = run_beside(([sys.executable], ["data.batch_size=4"], tmp_path / "single"),
+                             (TORCHRUN, ["parallel.strategy=ddp", "data.batch_size=2"], tmp_path / "ddp"))
     assert [r["step"] for r in ddp] == [r["step"] for r in single] == list(range(1, 7))
     for a, b in zip(single, ddp):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
@@ -85,20 +93,22 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     import time
 
     overrides = ["data.batch_size=4", "train.steps=40", "train.ckpt_every=5"]
-    full = run([sys.executable], overrides, tmp_path / "full")
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "pretrain.py", *COMMON, *overrides, f"out_dir={out}", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        log = out / "metrics.jsonl"
-        if log.is_file() and log.read_text().count("\n") >= 7:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = run([sys.executable], overrides, out)
+    with ThreadPoolExecutor(1) as beside:  # the uninterrupted reference run goes on while the other is killed
+        full_run = beside.submit(run, [sys.executable], overrides, tmp_path / "full")
+        out = tmp_path / "killed"
+        cmd = [sys.executable, "pretrain.py", *COMMON, *overrides, f"out_dir={out}", f"hydra.run.dir={out}"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            log = out / "metrics.jsonl"
+            if log.is_file() and log.read_text().count("\n") >= 7:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        resumed = run([sys.executable], overrides, out)
+        full = full_run.result()
     last = {r["step"]: r for r in resumed}  # steps redone after the checkpoint are logged twice
     assert sorted(last) == list(range(1, 41))
     for r in full:
