@@ -70,7 +70,8 @@ class EncoderConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # bf16 autocast of the frozen trunk on cuda
     layer: int | None = None  # toto: 0 (token embedding) .. the artifact's exported layer (None)
-    pooling: str = "attention"  # attention | avg (trainable, one head per camera)
+    pooling: str = "attention"  # attention | avg | grid (trainable, one head per camera; grid = a conv net
+    # over the token grid read out by `keypoints` spatial-softmax maps, instead of the separate keypoints)
     pool_heads: int = 4
     feature_dim: int = 64  # pooled features per camera handed to the policy network
     keypoints: int = 16  # toto: spatial-softmax keypoints per frame over the token grid (0 = pooling only)
@@ -82,8 +83,10 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in ENCODERS:
             raise ValueError(f"encoder.kind must be one of {ENCODERS}, got {self.kind!r}")
-        if self.pooling not in ("attention", "avg"):
-            raise ValueError(f"encoder.pooling must be attention or avg, got {self.pooling!r}")
+        if self.pooling not in ("attention", "avg", "grid"):
+            raise ValueError(f"encoder.pooling must be attention, avg or grid, got {self.pooling!r}")
+        if self.pooling == "grid" and self.keypoints < 1:
+            raise ValueError("encoder.pooling=grid reads its conv net out with keypoints: set encoder.keypoints >= 1")
         if self.kind == "oracle" and not self.privileged:
             raise ValueError("encoder=oracle needs encoder.privileged (e.g. [cube_pos, cube_quat])")
 

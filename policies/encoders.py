@@ -76,7 +76,7 @@ def random_like(encoder: TotoEncoder, seed: int) -> TotoEncoder:
 
 class TotoCore(EncoderCore):
     """Frozen Toto encoder + trainable heads: token features (K * 256, D) -> (feature_dimension,),
-    or (2 * feature_dimension,) with keypoints.
+    or (2 * feature_dimension,) with separate keypoints.
 
     The pooling head (attention or average) summarises what is in the image; pooling discards
     where, and RoPE transformers carry little absolute position in their features, so
@@ -84,7 +84,9 @@ class TotoCore(EncoderCore):
     1x1 projections whose softmax over the grid gives expected (x, y) image coordinates, the
     standard visuomotor way to read positions precisely; a linear layer maps them to
     feature_dimension features (as robomimic's VisualCore does: its encoders' outputs pass a ReLU,
-    which would cut raw coordinates in half).
+    which would cut raw coordinates in half). `pooling="grid"` replaces both with one head
+    (toto_robot.models.pooling.GridPool): a small conv net over each frame's token grid read out by
+    `keypoints` spatial-softmax maps, so a keypoint can fire where a token differs from its neighbours.
 
     The network input of a camera key is the token features the frozen encoder makes of its
     frame (or its K-frame history), not the frames: robomimic's sequence models check every input's
@@ -114,9 +116,11 @@ class TotoCore(EncoderCore):
                              f"{self.encoder.feature_dim}) token features of this encoder")
         self.history = n_tokens // self.encoder.n_tokens_per_frame
         self.layer = self.encoder.layer if layer is None else int(layer)
-        self.pool = build_pooling(PoolingConfig(pooling, n_heads=pool_heads, out_dim=feature_dimension), self.encoder.feature_dim)
         self.feature_dimension = feature_dimension
         self.grid = int(round(self.encoder.n_tokens_per_frame**0.5))
+        self.pool = build_pooling(PoolingConfig(pooling, n_heads=pool_heads, out_dim=feature_dimension, grid=self.grid,
+                                                n_frames=self.history, n_keypoints=keypoints), self.encoder.feature_dim)
+        keypoints = 0 if pooling == "grid" else keypoints  # the grid head reads its own keypoints
         self.keypoints = SpatialSoftmax([dim, self.grid, self.grid], num_kp=keypoints, learnable_temperature=True) if keypoints else None
         self.keypoint_proj = torch.nn.Linear(self.history * keypoints * 2, feature_dimension) if keypoints else None
 

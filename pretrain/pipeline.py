@@ -27,9 +27,10 @@ class Stage:
 
 
 STAGES = (
-    Stage("corpus", ("build_corpus.py",)),
-    Stage("probe data", ("collect_demos.py", "motion=expert", "keep_failures=true", "seed_split=eval", "n_episodes=80",
-                         "out=data/probe/probe_eval.zarr")),
+    Stage("corpus", ("build_corpus.py", "sim.n_episodes=300")),
+    # 1,600 short held-out scenes (8 steps each): the probes need many cube placements, not long episodes.
+    Stage("probe data", ("collect_demos.py", "motion=mixed", "keep_failures=true", "seed_split=eval", "n_episodes=1600",
+                         "env.episode_len=8", "out=data/probe/probe_scenes.zarr")),
     Stage("tokenizer", ("train_tokenizer.py", "preset=default_tokenizer")),
     Stage("tokens", ("tokenize_data.py", "preset=default_tokens")),
     Stage("transformer", ("pretrain.py", "preset=default_encoder")),

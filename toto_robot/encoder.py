@@ -44,7 +44,7 @@ ARTIFACT_VERSION = 1
 METADATA_KEY = "toto_robot.encoder"
 UNHASHED_KEYS = ("encoder_hash", "provenance")
 DEFAULT_ENCODER = Path(__file__).resolve().parent / "assets" / "default_encoder.safetensors"
-DEFAULT_ENCODER_HASH = "f0fcfc05746cf50a0abe2e57e342efbef0958515a83970b4b08c806d17fe0ec4"
+DEFAULT_ENCODER_HASH = "09ed2e9d4f57ed127b59b47b5a51882b106518d2b4088e394d8497ddb1e77e81"
 
 
 class EncoderArtifactError(ValueError):

@@ -1,4 +1,4 @@
-"""Layer sweep: pooling probes (attention, average, keypoints) on frozen features of chosen layers.
+"""Layer sweep: pooling probes (attention, average, keypoints, grid) on frozen features of chosen layers.
 
 Token features (N, T, D) of each probed layer are extracted once into float16 memmaps (the
 encoder is the expensive part; probes then train for many epochs on cached features), after
@@ -34,7 +34,8 @@ from toto_robot.models.pooling import PoolingConfig, build_pooling
 class ProbeTrainConfig:
     pools: list[str] = field(default_factory=lambda: ["attention", "avg"])
     n_heads: int = 8  # attention pool heads (their gcd with the feature width is used)
-    n_keypoints: int = 16  # keypoints pool: spatial-softmax maps per frame
+    n_keypoints: int = 16  # keypoints and grid pools: spatial-softmax maps per frame
+    grid_width: int = 32  # grid pool: channels of its conv net over the token grid
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -243,7 +244,7 @@ def sweep(
     jobs = [(l, p) for l in layers for p in cfg.pools]
     for layer, pool in tqdm(jobs, desc=f"probes ({name})"):
         pooling = PoolingConfig(kind=pool, n_heads=math.gcd(cfg.n_heads, dim), n_keypoints=cfg.n_keypoints,
-                                grid=grid, n_frames=n_frames)
+                                grid=grid, n_frames=n_frames, width=cfg.grid_width)
         head, metrics = train_probe(data, train[layer], val[layer], pooling, cfg, device)
         results.append(ProbeResult(layer=layer, pool=pool, encoder=name, head=head.cpu(), **metrics))
     for arr in (*train.values(), *val.values()):

@@ -100,6 +100,14 @@ def test_keypoints_read_where_a_token_is_which_pooling_alone_cannot():
     assert _fit_marked_position(AttentionPool(16, n_heads=2)) > 0.25
 
 
+def test_grid_pool_shapes_and_config_round_trip():
+    pool = build_pooling(PoolingConfig("grid", n_keypoints=5, grid=4, n_frames=2, width=8), 16)
+    assert pool(torch.randn(3, 2 * 16, 16)).shape == (3, 2 * (2 * 5 + 8)) and pool.out_dim == 36
+    assert build_pooling(pool.config, 16).config == pool.config
+    with pytest.raises(ValueError, match="expected 2 frame\\(s\\) of 16 tokens = 32 tokens, got 16"):
+        pool(torch.randn(3, 16, 16))
+
+
 def test_bad_configs_and_inputs_name_the_problem():
     with pytest.raises(ValueError, match="unknown pooling kind 'max'"):
         build_pooling({"kind": "max"}, 16)

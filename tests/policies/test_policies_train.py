@@ -32,15 +32,17 @@ def test_each_algorithm_overfits_a_tiny_dataset(algo, store_factory, tmp_path):
     assert loss[-1] < 0.02 * loss[0] and loss[-1] < 5e-3, f"{algo}: loss {loss[0]:.4f} -> {loss[-1]:.5f}"
 
 
-def test_toto_core_output_shape_and_no_gradient_reaches_the_encoder(store_factory, tiny_artifact):
+@pytest.mark.parametrize("pooling", ["attention", "grid"])
+def test_toto_core_output_shape_and_no_gradient_reaches_the_encoder(pooling, store_factory, tiny_artifact):
     store = store_factory(n_episodes=2, steps=6)
     cfg = BCConfig(AlgoConfig(hidden_dims=[16]), EncoderConfig(artifact=str(tiny_artifact), pool_heads=2, feature_dim=12,
-                                                               cache=False), ObsConfig(cameras=["agentview_image"]))
+                                                               pooling=pooling, cache=False), ObsConfig(cameras=["agentview_image"]))
     policy, data = prepare(cfg, store, [0, 1], "cpu", progress=False)
     core = toto_cores(policy)["agentview_image"]
     frames = torch.from_numpy(data.cameras["agentview_image"][:3])
     feats = core.token_features(frames)
-    assert feats.shape == (3, 256, 32) and core(feats).shape == (3, 24) and core.output_shape() == [24]  # pooled + keypoints
+    width = 24 if pooling == "attention" else 12  # attention: pooled + separate keypoints; grid: one head
+    assert feats.shape == (3, 256, 32) and core(feats).shape == (3, width) and core.output_shape() == [width]
     trunk = list(core.encoder.parameters())
     before = [p.detach().clone() for p in trunk]
     import robomimic.utils.train_utils as TrainUtils

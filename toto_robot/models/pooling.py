@@ -6,7 +6,10 @@ stays for comparison. Both summarise *what* is in a frame but keep little of *wh
 transformer's RoPE positions are relative, so its features carry little absolute position.
 `KeypointPool` adds the standard visuomotor readout of where (a spatial softmax over each frame's
 token grid giving expected image coordinates, as robomimic's VisualCore and issue 11's policy core
-do) beside an attention summary. All are small, trainable and independent of the encoder, and are
+do) beside an attention summary. `GridPool` reads where by looking at neighbours: a small conv net
+over each frame's token grid (with the patch coordinates as two more channels) before the spatial
+softmax, so a score can say "this token differs from the ones around it" - what finding a small
+object on a randomized table needs; 1x1 maps of single tokens cannot (measured in the probes). All are small, trainable and independent of the encoder, and are
 built from one `PoolingConfig` so that a probe, an encoder artifact and a policy checkpoint
 describe a head the same way.
 """
@@ -23,8 +26,8 @@ from torch import nn
 
 @dataclass
 class PoolingConfig:
-    """kind: "attention", "avg" or "keypoints". out_dim None keeps the natural width (D, or for
-    keypoints D + n_frames * n_keypoints * 2)."""
+    """kind: "attention", "avg", "keypoints" or "grid". out_dim None keeps the natural width (D, for
+    keypoints D + n_frames * n_keypoints * 2, for grid n_frames * (2 * n_keypoints + width))."""
 
     kind: str = "attention"
     n_heads: int = 8
@@ -32,7 +35,8 @@ class PoolingConfig:
     out_dim: int | None = None
     n_keypoints: int = 16  # keypoints: spatial-softmax maps per frame
     grid: int = 16  # keypoints: tokens per frame = grid * grid, raster order
-    n_frames: int = 1  # keypoints: frames (cameras or history steps) per sample, each its own grid
+    n_frames: int = 1  # keypoints, grid: frames (cameras or history steps) per sample, each its own grid
+    width: int = 32  # grid: channels of the conv net over the token grid
 
 
 class AttentionPool(nn.Module):
@@ -151,6 +155,52 @@ class KeypointPool(nn.Module):
         return self.proj(torch.cat([self.attn(x, mask), points], dim=1))
 
 
+class GridPool(nn.Module):
+    """A conv net over each frame's token grid, read out by spatial-softmax keypoints and a mean.
+
+    (B, n_frames * grid^2, D) -> (B, out_dim). Per frame: layer norm, the patch centres' (x, y)
+    appended as two channels, a 1x1 conv to `width`, two 3x3 convs (GELU), then `n_keypoints`
+    softmax maps over the grid giving expected (x, y) in [-1, 1] plus the mean of the conv
+    features; the frames' outputs are concatenated. Three 3x3 layers see a 7x7-token neighbourhood.
+    `mask` is not supported: every frame is a full grid.
+    """
+
+    def __init__(self, dim: int, n_keypoints: int = 16, grid: int = 16, n_frames: int = 1, width: int = 32,
+                 out_dim: int | None = None) -> None:
+        super().__init__()
+        self.dim, self.grid, self.n_frames = dim, grid, n_frames
+        self.norm = nn.LayerNorm(dim)
+        self.net = nn.Sequential(
+            nn.Conv2d(dim + 2, width, 1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+        )
+        self.score = nn.Conv2d(width, n_keypoints, 1)
+        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
+        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("coords", torch.stack([xx, yy]), persistent=False)  # (2, g, g)
+        width_out = n_frames * (2 * n_keypoints + width)
+        self.proj = nn.Linear(width_out, out_dim) if out_dim else nn.Identity()
+        self.out_dim = out_dim or width_out
+        self.config = PoolingConfig("grid", out_dim=out_dim, n_keypoints=n_keypoints, grid=grid, n_frames=n_frames,
+                                    width=width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_tokens(x, self.dim)
+        b, t, d = x.shape
+        g = self.grid
+        if t != self.n_frames * g * g:
+            raise ValueError(f"GridPool: expected {self.n_frames} frame(s) of {g * g} tokens = {self.n_frames * g * g} "
+                             f"tokens, got {t}")
+        maps = self.norm(x).reshape(b * self.n_frames, g, g, d).permute(0, 3, 1, 2)  # raster order -> (BF, D, g, g)
+        coords = self.coords.to(maps.dtype).expand(len(maps), -1, -1, -1)
+        h = self.net(torch.cat([maps, coords], dim=1))
+        weights = self.score(h).flatten(2).softmax(dim=2)  # (BF, K, g*g)
+        points = weights @ coords[0].flatten(1).T  # (BF, K, 2)
+        out = torch.cat([points.flatten(1), h.mean(dim=(2, 3))], dim=1)
+        return self.proj(out.reshape(b, -1))
+
+
 def build_pooling(cfg: PoolingConfig | dict[str, Any], dim: int) -> nn.Module:
     """The pooling head `cfg` describes, over token features of width `dim`."""
     cfg = cfg if isinstance(cfg, PoolingConfig) else PoolingConfig(**cfg)
@@ -164,6 +214,8 @@ _BUILDERS = {
     "avg": lambda c, d: AvgPool(d, out_dim=c.out_dim),
     "keypoints": lambda c, d: KeypointPool(d, n_keypoints=c.n_keypoints, grid=c.grid, n_frames=c.n_frames,
                                            n_heads=c.n_heads, out_dim=c.out_dim),
+    "grid": lambda c, d: GridPool(d, n_keypoints=c.n_keypoints, grid=c.grid, n_frames=c.n_frames, width=c.width,
+                                  out_dim=c.out_dim),
 }
 
 
