@@ -76,7 +76,7 @@ def test_pool_head_round_trips(tiny_models, artifact, tmp_path):
         want = head(_source_features(dvae, transformer, frames, layer=1))
     assert torch.equal(enc.encode_pooled(frames), want)
     assert enc.config["pooling"] == {"kind": "attention", "n_heads": 4, "n_queries": 2, "out_dim": None,
-                                     "n_keypoints": 16, "grid": 16, "n_frames": 1}  # keypoint fields unused here
+                                     "n_keypoints": 16, "grid": 16, "n_frames": 1, "width": 32}  # keypoint/grid fields unused here
 
 
 def test_artifact_is_truncated_and_self_describing(tiny_models, artifact):
