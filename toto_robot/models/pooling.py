@@ -161,7 +161,7 @@ class GridPool(nn.Module):
     (B, n_frames * grid^2, D) -> (B, out_dim). Per frame: layer norm, the patch centres' (x, y)
     appended as two channels, a 1x1 conv to `width`, two 3x3 convs (GELU), then `n_keypoints`
     softmax maps over the grid giving expected (x, y) in [-1, 1] plus the mean of the conv
-    features; the frames' outputs are concatenated. Three 3x3 layers see a 7x7-token neighbourhood.
+    features; the frames' outputs are concatenated. The two 3x3 layers see a 5x5-token neighbourhood.
     `mask` is not supported: every frame is a full grid.
     """
 
