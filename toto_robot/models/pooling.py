@@ -9,9 +9,9 @@ token grid giving expected image coordinates, as robomimic's VisualCore and issu
 do) beside an attention summary. `GridPool` reads where by looking at neighbours: a small conv net
 over each frame's token grid (with the patch coordinates as two more channels) before the spatial
 softmax, so a score can say "this token differs from the ones around it" - what finding a small
-object on a randomized table needs; 1x1 maps of single tokens cannot (measured in the probes). All are small, trainable and independent of the encoder, and are
-built from one `PoolingConfig` so that a probe, an encoder artifact and a policy checkpoint
-describe a head the same way.
+object on a randomized table needs; 1x1 maps of single tokens cannot (measured in the probes).
+All are small, trainable and independent of the encoder, and are built from one `PoolingConfig`
+so that a probe, an encoder artifact and a policy checkpoint describe a head the same way.
 """
 
 from __future__ import annotations
@@ -129,9 +129,7 @@ class KeypointPool(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, n_keypoints)
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
-        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer("coords", torch.stack([xx.flatten(), yy.flatten()], 1), persistent=False)  # (g*g, 2)
+        self.register_buffer("coords", _patch_centres(grid).flatten(1).T, persistent=False)  # (g*g, 2)
         width = dim + n_frames * n_keypoints * 2
         self.proj = nn.Linear(width, out_dim) if out_dim else nn.Identity()
         self.out_dim = out_dim or width
@@ -142,9 +140,7 @@ class KeypointPool(nn.Module):
         """(B, n_frames * grid^2, D) -> (B, n_frames, n_keypoints, 2) expected (x, y) in [-1, 1]."""
         b, t, _ = x.shape
         g2 = self.grid * self.grid
-        if t != self.n_frames * g2:
-            raise ValueError(f"KeypointPool: expected {self.n_frames} frame(s) of {g2} tokens = "
-                             f"{self.n_frames * g2} tokens, got {t}")
+        _check_frames("KeypointPool", t, self.n_frames, self.grid)
         scores = self.score(self.norm(x)).view(b, self.n_frames, g2, self.n_keypoints)
         weights = torch.softmax(scores * torch.exp(-self.log_temperature), dim=2)
         return torch.einsum("bfnk,nc->bfkc", weights, self.coords.to(weights.dtype))
@@ -176,9 +172,7 @@ class GridPool(nn.Module):
             nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
         )
         self.score = nn.Conv2d(width, n_keypoints, 1)
-        centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
-        yy, xx = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer("coords", torch.stack([xx, yy]), persistent=False)  # (2, g, g)
+        self.register_buffer("coords", _patch_centres(grid), persistent=False)  # (2, g, g)
         width_out = n_frames * (2 * n_keypoints + width)
         self.proj = nn.Linear(width_out, out_dim) if out_dim else nn.Identity()
         self.out_dim = out_dim or width_out
@@ -189,9 +183,7 @@ class GridPool(nn.Module):
         _check_tokens(x, self.dim)
         b, t, d = x.shape
         g = self.grid
-        if t != self.n_frames * g * g:
-            raise ValueError(f"GridPool: expected {self.n_frames} frame(s) of {g * g} tokens = {self.n_frames * g * g} "
-                             f"tokens, got {t}")
+        _check_frames("GridPool", t, self.n_frames, g)
         maps = self.norm(x).reshape(b * self.n_frames, g, g, d).permute(0, 3, 1, 2)  # raster order -> (BF, D, g, g)
         coords = self.coords.to(maps.dtype).expand(len(maps), -1, -1, -1)
         h = self.net(torch.cat([maps, coords], dim=1))
@@ -217,6 +209,20 @@ _BUILDERS = {
     "grid": lambda c, d: GridPool(d, n_keypoints=c.n_keypoints, grid=c.grid, n_frames=c.n_frames, width=c.width,
                                   out_dim=c.out_dim),
 }
+
+
+def _patch_centres(grid: int) -> torch.Tensor:
+    """(2, grid, grid): each token's patch centre (x, y) in [-1, 1], raster order (rows = y)."""
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
+    yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([xx, yy])
+
+
+def _check_frames(name: str, n_tokens: int, n_frames: int, grid: int) -> None:
+    per_frame = grid * grid
+    if n_tokens != n_frames * per_frame:
+        raise ValueError(f"{name}: expected {n_frames} frame(s) of {per_frame} tokens = {n_frames * per_frame} "
+                         f"tokens, got {n_tokens}")
 
 
 def _check_tokens(x: torch.Tensor, dim: int) -> None:
