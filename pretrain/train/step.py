@@ -5,6 +5,7 @@ gradient clipping, AdamW, LR schedule. Shared by the training loop and the throu
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import torch
@@ -85,11 +86,16 @@ class TrainStep:
         return loss.detach(), norm.detach()
 
 
-@torch.compile(fullgraph=True)
 def _head_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
+@functools.cache
+def _compiled_head_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Compiled on first use, not at import: importing torch's compiler costs seconds per process."""
+    return torch.compile(_head_loss, fullgraph=True)
+
+
 def _blockwise_loss(model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """With per-block compile the loss is compiled on its own, so the fp32 cast still fuses."""
-    return _head_loss(model(tokens), targets)
+    return _compiled_head_loss()(model(tokens), targets)
