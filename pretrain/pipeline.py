@@ -28,12 +28,15 @@ class Stage:
 
 STAGES = (
     Stage("corpus", ("build_corpus.py", "sim.n_episodes=300")),
+    # 2,400 more scenes, 12 steps each (training seeds after the first corpus's): the transformer must see many cubes.
+    Stage("corpus short", ("build_corpus.py", "out=data/corpus_short", "sim.n_episodes=2400", "sim.env.episode_len=12",
+                           "sim.seed_offset=1000", "sim.video_episodes=0")),
     # 1,600 short held-out scenes (8 steps each): the probes need many cube placements, not long episodes.
     Stage("probe data", ("collect_demos.py", "motion=mixed", "keep_failures=true", "seed_split=eval", "n_episodes=1600",
                          "env.episode_len=8", "out=data/probe/probe_scenes.zarr")),
     Stage("tokenizer", ("train_tokenizer.py", "preset=default_tokenizer")),
     Stage("tokens", ("tokenize_data.py", "preset=default_tokens")),
-    Stage("transformer", ("pretrain.py", "preset=default_encoder")),
+    Stage("transformer", ("pretrain.py", "preset=default_encoder")),  # one GPU; --cpu: preset=default_encoder_cpu
     # Probes sweep the checkpoints at full depth; the exported layer (preset default_export) is chosen from them.
     Stage("probe agentview", ("probe.py", "preset=default_probe_agentview")),
     Stage("probe agentview+wrist", ("probe.py", "preset=default_probe_agentview_wrist")),
@@ -42,6 +45,14 @@ STAGES = (
 # Probe tables and plots committed with the artifact (run dir of the probe presets -> docs/results/).
 PUBLISHED = {"outputs/probe/default_encoder_agentview": "docs/results/default_encoder_probe_agentview",
              "outputs/probe/default_encoder_agentview_wrist": "docs/results/default_encoder_probe_agentview_wrist"}
+
+
+CPU_PRESET = "preset=default_encoder_cpu"  # the same transformer trained on a CPU (~1,000x fewer tokens)
+
+
+def on_cpu(stages: list[Stage]) -> list[Stage]:
+    """The stages with the GPU pre-training preset swapped for its CPU twin."""
+    return [Stage(s.name, tuple(CPU_PRESET if a == "preset=default_encoder" else a for a in s.argv)) for s in stages]
 
 
 def select(first: str | None, last: str | None) -> list[Stage]:

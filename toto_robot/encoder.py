@@ -44,7 +44,7 @@ ARTIFACT_VERSION = 1
 METADATA_KEY = "toto_robot.encoder"
 UNHASHED_KEYS = ("encoder_hash", "provenance")
 DEFAULT_ENCODER = Path(__file__).resolve().parent / "assets" / "default_encoder.safetensors"
-DEFAULT_ENCODER_HASH = "09ed2e9d4f57ed127b59b47b5a51882b106518d2b4088e394d8497ddb1e77e81"
+DEFAULT_ENCODER_HASH = "119795dc9b6cb0de310f37a6e7c77eb962fb3014975650a0744be9b154a1101a"
 
 
 class EncoderArtifactError(ValueError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.pipeline import STAGES
+from pretrain.pipeline import STAGES, on_cpu
 from toto_robot.encoder import DEFAULT_ENCODER, DEFAULT_ENCODER_HASH, EncoderArtifactError, load_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_every_reproduce_command_exists_and_parses():
     `build_default_encoder.py --dry-run` checks with `--cfg job`, without starting a Python per stage)."""
     from hydra import compose, initialize_config_dir
 
-    for stage in STAGES:
+    for stage in dict.fromkeys([*STAGES, *on_cpu(list(STAGES))]):  # --cpu swaps the pre-training preset
         script, *overrides = stage.argv
         source = (ROOT / script).read_text()
         config_name = re.search(r'@hydra\.main\(config_path="conf", config_name="(\w+)"', source)
