@@ -95,6 +95,7 @@ class GripperProcess:
         self._t_report = 0.0  # time.monotonic() of the child's last line
         self._ready = threading.Event()
         self._fatal = ""
+        self._reports_ended = False  # the child's stdout closed: it exited, even before the OS reaps it
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._readers: list[threading.Thread] = []
 
@@ -200,7 +201,7 @@ class GripperProcess:
         proc = self._proc
         if proc is None:
             raise RobotConnectionError("gripper process is not running (closed or never started)")
-        if proc.poll() is not None or self._fatal:
+        if proc.poll() is not None or self._fatal or self._reports_ended:
             raise RobotConnectionError(f"gripper process exited (code {proc.returncode}): {self._fatal or 'no message'}{self._stderr_tail()}")
         silent = time.monotonic() - self._t_report
         if silent > self.stall_s:
@@ -227,6 +228,7 @@ class GripperProcess:
                 self._fatal = msg.get("error", "unknown error")
                 self._ready.set()
         code = self._proc.poll() if self._proc is not None else None
+        self._reports_ended = True
         self._abandon(f"gripper process exited (code {code}){self._stderr_tail()}")
         self._ready.set()
 
