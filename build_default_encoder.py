@@ -17,7 +17,7 @@ def main() -> None:
     p.add_argument("--from", dest="first", help="first stage to run (by name)")
     p.add_argument("--to", dest="last", help="last stage to run (by name)")
     p.add_argument("--cpu", action="store_true",
-                   help="pre-train on the CPU (preset=default_encoder_cpu: ~20 min, ~1,000x fewer tokens, a weaker encoder)")
+                   help="pre-train on the CPU (preset=default_encoder_cpu: ~20 min, ~3,600x fewer tokens, a weaker encoder)")
     args = p.parse_args()
     stages = select(args.first, args.last)
     run(on_cpu(stages) if args.cpu else stages, dry_run=args.dry_run)
