@@ -60,6 +60,9 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device) from torchrun's environment; single process without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda, but torch sees no CUDA GPU here: set train.device=cpu (or auto); "
+                         "the default encoder's CPU preset is preset=default_encoder_cpu")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:

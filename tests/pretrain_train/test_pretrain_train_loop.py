@@ -125,3 +125,12 @@ def test_bad_config_values_fail_early():
         ParallelConfig(strategy="zero3")
     with pytest.raises(ValueError, match="train.precision"):
         TrainConfig(precision="fp16")
+
+
+def test_cuda_requested_without_a_gpu_says_so():
+    from pretrain.train.loop import init_distributed
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    with pytest.raises(ValueError, match="train.device=cuda, but torch sees no CUDA GPU"):
+        init_distributed("cuda")
