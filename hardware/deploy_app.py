@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -142,16 +142,23 @@ def ask_label(prompt: str = "success? [y]es / [n]o / Enter = unlabelled: ") -> i
 
 
 def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, episodes: int,
-                 meta: dict[str, Any] | None = None, decide: Callable[[RolloutResult], int | None] | None = None) -> list[RolloutResult]:
+                 meta: dict[str, Any] | None = None, decide: Callable[[RolloutResult], int | None] | None = None,
+                 start_joints: Sequence[float] | None = None) -> list[RolloutResult]:
     """`episodes` rollouts; after each, `decide` gives the success label (None = discard), then it is saved.
+    Each starts at `start_joints` (a joint motion, gripper opened) if given, else home.
 
     Stops early after a fault (lost connection, reflex, Ctrl-C...): the rollout so far is still saved.
     """
     results = []
-    with DeployRunner(session.robot, session.cameras, policy, session.runner_config) as runner:
+    config = session.runner_config
+    if start_joints is not None:
+        config = dataclasses.replace(config, home_at_start=False)
+    with DeployRunner(session.robot, session.cameras, policy, config) as runner:
         for i in range(episodes):
             if session.sim is not None and session.sim.has_cube:
                 session.sim.reset_cube()  # a rehearsal starts every rollout from the same scene
+            if start_joints is not None and not config.dry_run:
+                _go_to_joints(session.robot, start_joints)
             result = runner.run_episode()
             print(f"\nrollout {i + 1}/{episodes}: {result.n_steps} steps, stop: {result.stop_reason} {result.message}")
             print(result.log.format_table())
@@ -189,7 +196,12 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
     from hardware.policy_loader import build_policy, prepare_checkpoint
 
     node = _policy_node(cfg)
-    image_size = prepare_checkpoint(node["checkpoint"]) if node.get("checkpoint") else None
+    image_size, start_joints = prepare_checkpoint(node["checkpoint"]) if node.get("checkpoint") else (None, None)
+    start = cfg.get("start", "demos")
+    if start not in ("demos", "home"):
+        raise UserError(f"start must be 'demos' or 'home', got {start!r}")
+    if start == "demos" and node.get("checkpoint") and start_joints is None:
+        print("note: the checkpoint records no start pose of its demonstrations; rollouts start home", flush=True)
     with open_session(cfg) as session:
         if node.get("type") == "scripted":
             node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention
@@ -198,7 +210,8 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
         policy = build_policy(node, session.shape_meta(image_size), session.robot.config.action)
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
-        return run_rollouts(session, policy, store, session.settings.episodes, meta)
+        return run_rollouts(session, policy, store, session.settings.episodes, meta,
+                            start_joints=start_joints if start == "demos" else None)
 
 
 def collect_teleop(cfg: DictConfig) -> int:
@@ -317,14 +330,19 @@ def _replay_online(cfg: DictConfig, store: EpisodeStore) -> dict[str, Any]:
 
 def _go_to_episode_start(session: Session, episode: dict[str, np.ndarray]) -> None:
     """Arm to the episode's first joint angles, gripper open; on franky-sim the cube where it was."""
-    robot = session.robot
-    robot.stop()  # a joint motion cannot take over from a running Cartesian stream
-    robot.move_joints(episode["joint_pos"][0])
-    robot.open_gripper()
+    _go_to_joints(session.robot, episode["joint_pos"][0])
     if session.sim is not None and session.sim.has_cube and "cube_pos" in episode:
         quat = episode["cube_quat"][0] if "cube_quat" in episode else np.array([1.0, 0, 0, 0])
         size = float(episode["cube_size"][0, 0]) if "cube_size" in episode else session.sim.cube_size()
         session.sim.place_cube(episode["cube_pos"][0], quat, size)
+        session.robot.clear_queue()
+
+
+def _go_to_joints(robot: Robot, joints: Sequence[float]) -> None:
+    """Arm to `joints` (a joint motion at home speed, inside the joint limits), gripper open, queues cleared."""
+    robot.stop()  # a joint motion cannot take over from a running Cartesian stream
+    robot.move_joints(joints)
+    robot.open_gripper()
     robot.clear_queue()
 
 

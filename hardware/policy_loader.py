@@ -37,9 +37,10 @@ def build_policy(cfg: Any, shape_meta: ShapeMeta | None = None, convention: Any 
     return policy
 
 
-def prepare_checkpoint(path: str) -> int | None:
+def prepare_checkpoint(path: str) -> tuple[int | None, list[float] | None]:
     """Before a session starts: import the checkpoint's policy class, and return the side of the
-    square images it reads (None without cameras), to which the session resizes camera frames.
+    square images it reads (None without cameras), to which the session resizes camera frames,
+    and the arm joints its demonstrations started from (None if it does not record them).
 
     The class is imported first because some (BC policies: torch's compiler stack, via robomimic)
     load a native LLVM that segfaults when Mesa's llvmpipe - franky-sim's camera rendering - is
@@ -52,4 +53,4 @@ def prepare_checkpoint(path: str) -> int | None:
     sizes = {spec.obs[k].shape[0] for k in spec.rgb_keys}
     if len(sizes) > 1:
         raise ValueError(f"{path}: cameras of different sizes {sorted(sizes)} are not supported by the runner")
-    return sizes.pop() if sizes else None
+    return (sizes.pop() if sizes else None), ckpt.training.get("start_joints")

@@ -9,11 +9,13 @@ skips seeds already evaluated for the same checkpoint. The demos used are the st
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import platform
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ class TrainPolicyConfig:
     demos: DemosConfig = field(default_factory=DemosConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: list[str] = field(default_factory=lambda: ["oracle", "none"])  # conf/encoder/<name>.yaml, same algo and demos
+    parallel_baselines: bool = True  # baselines in a second process beside the main policy (whose training uses one core)
     run_name: str = "run"
     out_dir: str = "outputs/train_policy/run"
     device: str = "auto"
@@ -130,20 +133,24 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     test_seeds = eval_seeds(cfg.eval.n_episodes)
     val_seeds = eval_seeds(cfg.train.eval_episodes, start=VALIDATION_OFFSET)
 
-    rows = []
-    entries = [("main", cfg.encoder, out)] + [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
-    # Blind policies (no rendering) and the expert share one pool: its workers start once, on first use.
-    with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
-        for name, encoder, run_dir in entries:
-            bc = BCConfig(cfg.policy, encoder, cfg.obs)
-            with RolloutPool(cfg.env, cfg.eval.workers) if bc.camera_keys else nullcontext(blind) as pool:
-                rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
-        if cfg.eval.expert:
-            t = time.perf_counter()
-            ev = blind.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
-                                progress=cfg.progress, desc="evaluate expert")
-            rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
-                         "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
+    main = [("main", cfg.encoder, out)]
+    side = [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
+    beside = bool(side) and cfg.parallel_baselines
+    # The baselines train and evaluate in a second process while the main policy does (its training
+    # uses one thread: the other core would idle); their rows come back in the usual order.
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) if beside else nullcontext() as executor:
+        future = executor.submit(_run_entries, side, cfg, episodes, test_seeds, val_seeds, True) if beside else None
+        # Blind policies (no rendering) and the expert share one pool: its workers start once, on first use.
+        with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
+            rows = _run_entries(main if beside else main + side, cfg, episodes, test_seeds, val_seeds, False, blind)
+            if future is not None:
+                rows += future.result()
+            if cfg.eval.expert:
+                t = time.perf_counter()
+                ev = blind.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
+                                    progress=cfg.progress, desc="evaluate expert")
+                rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
+                             "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
 
     metrics = {
         "rows": rows,
@@ -160,6 +167,32 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     metrics["table"] = f"{table}\n\n{time_breakdown(metrics)}"
     write_text(out / "report.md", f"# train_policy: {cfg.run_name}\n\n{metrics['table']}\n")
     return metrics
+
+
+def _run_entries(entries: list[tuple[str, EncoderConfig, Path]], cfg: TrainPolicyConfig, episodes: list[int],
+                 test_seeds: list[int], val_seeds: list[int], beside: bool, blind: Any = None) -> list[dict[str, Any]]:
+    """Train and evaluate each (name, encoder, run_dir) entry in turn; one row each. beside: this
+    runs in the second process next to the main policy (own pools, no progress bars, a log line
+    per finished row instead, the row marked so the time breakdown does not add it up)."""
+    from policies.evaluation import RolloutPool
+    from toto_robot.episode_store import EpisodeStore
+
+    store = EpisodeStore.open(cfg.demos.out)
+    if beside:
+        cfg = replace(cfg, progress=False)
+    rows = []
+    with nullcontext(blind) if blind is not None else RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
+        for name, encoder, run_dir in entries:
+            bc = BCConfig(cfg.policy, encoder, cfg.obs)
+            with RolloutPool(cfg.env, cfg.eval.workers) if bc.camera_keys else nullcontext(blind) as pool:
+                row = _train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds)
+            if beside:
+                row["beside_main"] = True
+                ev = row["eval"]
+                print(f"[baseline {name}] success {ev['successes']}/{ev['n_episodes']} ({row['wall_s']:.0f} s, "
+                      "beside the main policy)", flush=True)
+            rows.append(row)
+    return rows
 
 
 def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: Any, episodes: list[int], run_dir: Path,
@@ -209,6 +242,6 @@ def time_breakdown(metrics: dict[str, Any]) -> str:
         tr = r.get("train")
         detail = (f" (features {tr['prepare_s']:.0f}, train {tr['train_s_this_call']:.0f}, validation rollouts {tr['validation_s']:.0f}, "
                   f"evaluation {r['eval']['wall_s']:.0f})") if tr else ""
-        parts.append(f"{r['name']} {r['wall_s']:.0f} s{detail}")
+        parts.append(f"{r['name']} {r['wall_s']:.0f} s{' beside main' if r.get('beside_main') else ''}{detail}")
     return (f"Job wall time {metrics['job_wall_s']:.0f} s on {m['cpus']} CPUs (load average {m['load_avg'][0]:.1f} at the end): "
             + ", ".join(parts) + ".")

@@ -84,13 +84,22 @@ def prepare(cfg: BCConfig, store: EpisodeStore, episodes: Sequence[int], device:
     low = load_demos(store, episodes, cfg.low_dim_keys, [])
     convention = store.attrs.get(ATTR_KEY)
     training = {"dataset": str(store.path), "episodes": len(episodes), "steps": low.n_steps,
-                "env_config": store.attrs.get("env_config")}
+                "env_config": store.attrs.get("env_config"), "start_joints": start_joints(store, episodes)}
     policy = RobomimicPolicy(cfg, spec, Normalizers.fit(low.low_dim, low.actions), convention, device, training)
     rows = {}
     if cfg.encoder.frozen and cfg.encoder.cache and not cfg.encoder.shift:
         fingerprint = fingerprint or dataset_fingerprint(store)
         rows = {k: cached_features(store, k, core, progress, fingerprint) for k, core in toto_cores(policy).items()}
     return policy, load_demos(store, episodes, cfg.low_dim_keys, cfg.camera_keys, rows)
+
+
+def start_joints(store: EpisodeStore, episodes: Sequence[int]) -> list[float] | None:
+    """Median arm joints [rad] at the first step of `episodes` (None if the store has no joint_pos):
+    where the demonstrations started, so a robot rehearsal can start there too."""
+    if "joint_pos" not in store.data_spec:
+        return None
+    first = [store.episode_slice(e).start for e in episodes]
+    return np.median(np.asarray(store.array("joint_pos")[: store.n_steps])[first], axis=0).astype(float).round(5).tolist()
 
 
 def run_id(cfg: BCConfig, train: TrainConfig, fingerprint: str, episodes: Sequence[int]) -> dict[str, Any]:

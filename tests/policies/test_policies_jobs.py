@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from toto_robot.checkpoint import read_checkpoint
 from toto_robot.config import CONF_DIR, as_dataclass
 
 ROOT = CONF_DIR.parent
@@ -51,6 +52,7 @@ def test_train_policy_collects_trains_evaluates_and_reports(job, tiny_artifact):
     assert set(metrics["stages_s"]) == {"collect", "verify", "main", "none", "scripted expert"}
     names = [r["name"] for r in metrics["rows"]]
     assert names == ["main", "none", "scripted expert"]
+    assert metrics["rows"][1]["beside_main"] and "none " in proc.stdout.split("Job wall time")[1]  # in a second process
     main = metrics["rows"][0]
     ev = main["eval"]
     assert ev["n_episodes"] == 2 and 0 <= ev["success_ci95"][0] <= ev["success_rate"] <= ev["success_ci95"][1] <= 1
@@ -98,6 +100,10 @@ def test_a_trained_checkpoint_runs_through_the_deploy_runner_on_franky_sim(job, 
     ep = EpisodeStore.open(tmp_path / "rollouts.zarr").get_episode(0)
     assert 0 < len(ep["action"]) <= 8 and ep["agentview_image"].shape[1:] == (128, 128, 3)  # a tick may overrun under load
     assert np.all(np.isfinite(ep["policy_action"])) and np.any(ep["policy_action"] != 0)
+    # the rollout started where the checkpoint's demos did (start=demos), not at the robot's home pose
+    training = read_checkpoint(root / "run" / "policy.safetensors", load_tensors=False).training
+    assert len(training["start_joints"]) == 7
+    assert np.abs(ep["eef_pos"][0] - training["env_config"]["start_pos"]).max() < 0.02, ep["eef_pos"][0]
 
 
 def test_deploy_refuses_a_checkpoint_whose_cameras_the_session_lacks(job, tmp_path):
