@@ -50,6 +50,10 @@ class CollectConfig:
     seed_offset: int = 0  # first seed used, counted from the start of the seed split
     seed_split: str = "train"  # "train" (envs.seeds.TRAIN_SEEDS) | "eval" (EVAL_SEEDS: held-out data for probes)
     expert_noise: float = 0.05  # std of the expert's action noise
+    # Stored action of expert steps: "executed" = the noisy action sent to the env (a replay retraces
+    # the episode) | "expert" = the expert's noise-free action at that state (DART: the noise widens
+    # the states visited, the labels stay clean, so a policy learns to correct a drift).
+    label: str = "executed"
     motion: str = "expert"  # "expert", "random" (smooth random actions) or "mixed" (alternating)
     keep_failures: bool = False  # store failed episodes too (sim videos for pre-training)
     max_attempts: int = 0  # stop after this many episodes run; 0 = 3 x n_episodes + 20
@@ -85,8 +89,9 @@ class RandomMotion:
         return action.astype(np.float32)
 
 
-def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray], bool, int]:
-    """One episode: obs_t and the action taken at obs_t, for every step until done.
+def _run_episode(env: Any, policy: Any, seed: int, label: str = "executed") -> tuple[dict[str, np.ndarray], bool, int]:
+    """One episode: obs_t and the action taken at obs_t (label="expert": the policy's
+    `clean_action` instead, see CollectConfig.label), for every step until done.
 
     Success = `is_success` at any step (it stays true while the cube is held).
     """
@@ -99,7 +104,7 @@ def _run_episode(env: Any, policy: Any, seed: int) -> tuple[dict[str, np.ndarray
         action = policy.select_action(obs)
         for k in keys:
             rows[k].append(obs[k])
-        rows["action"].append(action)
+        rows["action"].append(policy.clean_action if label == "expert" else action)
         cube_pos, cube_quat, half = env.cube_pose()
         rows["cube_pos"].append(cube_pos.astype(np.float32))
         rows["cube_quat"].append(cube_quat.astype(np.float32))
@@ -137,7 +142,8 @@ def _worker(cfg: CollectConfig, tasks: mp.Queue, results: mp.Queue) -> None:
         seed = tasks.get()
         use_random = cfg.motion == "random" or (cfg.motion == "mixed" and seed % 2 == 1)
         try:
-            results.put((seed, *_run_episode(env, random_motion if use_random else expert, seed)))
+            label = "executed" if use_random else cfg.label
+            results.put((seed, *_run_episode(env, random_motion if use_random else expert, seed, label)))
         except Exception as e:  # report, do not hang the main process
             results.put((seed, e, False, 0))
 
@@ -152,6 +158,8 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
         raise ValueError(f"motion must be one of {MOTIONS}, got {cfg.motion!r}")
     if cfg.motion != "expert" and not cfg.keep_failures:
         raise ValueError(f"motion={cfg.motion!r} rarely succeeds: set keep_failures=true to store its episodes")
+    if cfg.label not in ("executed", "expert"):
+        raise ValueError(f"label must be 'executed' or 'expert', got {cfg.label!r}")
     if cfg.n_episodes < 1 or cfg.workers < 1:
         raise ValueError(f"need n_episodes >= 1 and workers >= 1, got {cfg.n_episodes}, {cfg.workers}")
 
@@ -166,7 +174,8 @@ def collect_demos(cfg: CollectConfig) -> dict[str, Any]:
         "camera_params": cameras,  # nominal poses; each episode jitters them (see env_config.randomization)
         "env_id": "toto/CubePick-v0",
         "env_config": to_dict(cfg.env),
-        "collector": {"motion": cfg.motion, "expert_noise": cfg.expert_noise, "keep_failures": cfg.keep_failures},
+        "collector": {"motion": cfg.motion, "expert_noise": cfg.expert_noise, "label": cfg.label,
+                      "keep_failures": cfg.keep_failures},
         "code_version": code_version(),
     }
     store = EpisodeStore.open_or_create(cfg.out, shape_meta, extras=EXTRAS, attrs=attrs)

@@ -43,7 +43,8 @@ def _wrap_quarter(angle: float) -> float:
 
 
 class ScriptedExpert:
-    """Policy over a CubePickEnv (or a gymnasium wrapper of one); `noise` is the action std."""
+    """Policy over a CubePickEnv (or a gymnasium wrapper of one); `noise` is the action std.
+    After each `select_action`, `clean_action` holds the action before the noise was added."""
 
     done = False  # the env decides when an episode ends
 
@@ -107,6 +108,7 @@ class ScriptedExpert:
             # would twist it further) and shake it less.
             rotvec, noise = quat_error(self._grasp_quat_held, eef_quat), self.noise * HOLD_NOISE_SCALE
         action = conv.to_action(target - eef, rotvec, gripper).astype(np.float64)
+        self.clean_action = np.clip(action, -1.0, 1.0).astype(np.float32)
         action[:6] += self.rng.normal(0.0, noise, 6)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 

@@ -33,6 +33,7 @@ class DemosConfig:
     n_episodes: int = 100  # successful expert episodes used for training; collected if the store has fewer
     workers: int = 2
     expert_noise: float = 0.05
+    label: str = "executed"  # envs.collect.CollectConfig.label: executed | expert (DART)
 
 
 @dataclass
@@ -84,7 +85,8 @@ def ensure_demos(cfg: TrainPolicyConfig) -> dict[str, Any] | None:
     if path.exists() and EpisodeStore.open(path).n_episodes >= cfg.demos.n_episodes:
         return None
     collect_cfg = CollectConfig(env=cfg.env, n_episodes=cfg.demos.n_episodes, out=cfg.demos.out,
-                                workers=cfg.demos.workers, expert_noise=cfg.demos.expert_noise, progress=cfg.progress)
+                                workers=cfg.demos.workers, expert_noise=cfg.demos.expert_noise, label=cfg.demos.label,
+                                progress=cfg.progress)
     return collect_demos(collect_cfg)
 
 
@@ -108,6 +110,15 @@ def check_store(store: Any, spec: Any, convention: Any) -> None:
         raise type(e)(f"{e}\n  (collect demos of this env into another store with demos.out=PATH)") from None
 
 
+def check_collector(store: Any, demos: DemosConfig) -> None:
+    """The store's demos must come from the expert settings the command asks for (same command, same data)."""
+    made = {"expert_noise": 0.05, "label": "executed", **(store.attrs.get("collector") or {})}
+    diff = [f"{k} {made[k]!r} (asked: {getattr(demos, k)!r})" for k in ("expert_noise", "label") if made[k] != getattr(demos, k)]
+    if diff:
+        raise ValueError(f"demo store {store.path} was collected with {', '.join(diff)}; "
+                         "collect into another store with demos.out=PATH (or delete it to recollect)")
+
+
 def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     """The whole job; writes metrics.json, report.md, curves and videos under cfg.out_dir."""
     from envs.seeds import eval_seeds
@@ -124,6 +135,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     stages = {"collect": time.perf_counter() - started}
     store = EpisodeStore.open(cfg.demos.out)
     check_store(store, spec, convention)
+    check_collector(store, cfg.demos)
     store.verify(progress=cfg.progress)  # a damaged store is refused before anything learns from it
     stages["verify"] = time.perf_counter() - started - stages["collect"]
     if store.n_episodes < cfg.demos.n_episodes:

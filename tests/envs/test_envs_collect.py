@@ -154,3 +154,25 @@ def test_eval_seed_split_collects_held_out_seeds(tmp_path):
     assert seeds == [EVAL_SEEDS.start, EVAL_SEEDS.start + 1]
     with pytest.raises(ValueError, match="seed_split must be one of"):
         collect_demos(_cfg(tmp_path / "x.zarr", 1, seed_split="test"))
+
+
+@pytest.mark.parametrize("label", ["executed", "expert"])
+def test_expert_label_stores_the_noise_free_action_dart(label):
+    """label=expert (DART): the env executes the noisy action, the store holds the expert's clean one."""
+    from envs.collect import _run_episode
+    from envs.expert import ScriptedExpert
+
+    env = CubePickEnv(TINY_ENV)
+    expert = ScriptedExpert(env, noise=0.3)
+    executed, step = [], env.step
+    env.step = lambda a: (executed.append(np.array(a)), step(a))[1]
+    ep, _, n = _run_episode(env, expert, seed=3, label=label)
+    env.close()
+    executed = np.stack(executed)
+    assert n == len(executed) == len(ep["action"]) and np.all(np.abs(ep["action"]) <= 1)
+    noise = executed[:, :6] - ep["action"][:, :6]
+    if label == "executed":
+        np.testing.assert_array_equal(noise, 0)
+    else:
+        assert 0.1 < noise.std() < 0.4  # the 0.3 noise (clipped at +-1) was executed, not stored
+        np.testing.assert_array_equal(ep["action"][:, 6], executed[:, 6])  # no noise on the gripper

@@ -64,3 +64,12 @@ def test_random_shift_moves_content_by_at_most_pad_and_keeps_shapes():
         r, c = np.argwhere(img[..., 0].numpy() > 0)[0]
         assert abs(r - 8) <= 2 and abs(c - 8) <= 2
     assert len({tuple(np.argwhere(img[..., 0].numpy() > 0)[0]) for img in y}) > 1  # per-sample shifts
+
+
+def test_train_policy_refuses_demos_collected_with_other_expert_settings(store_factory):
+    from policies.pipeline import DemosConfig, check_collector
+
+    store = store_factory()  # no collector attributes: the collector's defaults (noise 0.05, executed labels)
+    check_collector(store, DemosConfig())
+    with pytest.raises(ValueError, match=r"label 'executed' \(asked: 'expert'\).*demos.out=PATH"):
+        check_collector(store, DemosConfig(label="expert", expert_noise=0.05))
