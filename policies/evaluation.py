@@ -18,7 +18,7 @@ import queue
 import signal
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ class RolloutPool:
         self.env_cfg = to_dict(env_cfg) if not isinstance(env_cfg, dict) else dict(env_cfg)
         self.workers = workers
         self._procs: list[Any] = []  # started on the first episode to run (a resumed job may need none)
+        self._pending = False  # a submitted evaluation not yet collected
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # no forked GL / torch thread state in workers
@@ -121,6 +122,15 @@ class RolloutPool:
         """Run `ref` (a checkpoint path or EXPERT) once per seed. With video_dir: mp4s of up to
         n_videos successes and n_videos failures (lowest seeds). With results_path: per-seed lines
         appended as they finish, and seeds already there for the same checkpoint content skipped."""
+        return self.submit(ref, seeds, video_dir, n_videos, results_path, progress, desc)()
+
+    def submit(self, ref: str, seeds: Iterable[int], video_dir: str | Path | None = None, n_videos: int = 2,
+               results_path: str | Path | None = None, progress: bool = True,
+               desc: str = "evaluate") -> Callable[[], EvalResult]:
+        """`evaluate` without waiting: the workers start on the episodes now, and the returned
+        function waits for them and gives the EvalResult (call it before the next submit)."""
+        if self._pending:
+            raise RuntimeError("RolloutPool: wait for the submitted evaluation before submitting another")
         seeds = [int(s) for s in seeds]
         digest = checkpoint_digest(ref)
         done = _read_results(results_path, digest) if results_path else {}
@@ -132,6 +142,12 @@ class RolloutPool:
             self._start()
         for seed in todo:
             self._tasks.put((ref, digest, seed, record, n_videos, run_id))
+        self._pending = bool(todo)
+        return lambda: self._collect(seeds, todo, done, digest, start, record, video_dir, n_videos, results_path, progress, desc)
+
+    def _collect(self, seeds: list[int], todo: list[int], done: dict[int, dict[str, Any]], digest: str, start: float,
+                 record: bool, video_dir: str | Path | None, n_videos: int, results_path: str | Path | None,
+                 progress: bool, desc: str) -> EvalResult:
         frames: dict[int, tuple[bool, list[np.ndarray]]] = {}
         bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=desc, disable=not progress)
         pending = set(todo)
@@ -159,6 +175,7 @@ class RolloutPool:
             self._drain(pending)
             raise
         finally:
+            self._pending = False
             bar.close()
         wall = time.perf_counter() - start
         videos = _write_videos(frames, Path(video_dir), n_videos, self.env_cfg.get("control_hz", 10.0)) if record else []

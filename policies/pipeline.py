@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -32,8 +33,8 @@ class DemosConfig:
     out: str = "data/cube_pick_demos.zarr"
     n_episodes: int = 100  # successful expert episodes used for training; collected if the store has fewer
     workers: int = 2
-    expert_noise: float = 0.05
-    label: str = "executed"  # envs.collect.CollectConfig.label: executed | expert (DART)
+    expert_noise: float = 0.3  # std of the expert's action noise (normalized action units)
+    label: str = "expert"  # envs.collect.CollectConfig.label: expert (DART: noise executed, clean action stored) | executed
 
 
 @dataclass
@@ -110,8 +111,9 @@ def check_store(store: Any, spec: Any, convention: Any) -> None:
         raise type(e)(f"{e}\n  (collect demos of this env into another store with demos.out=PATH)") from None
 
 
-def check_collector(store: Any, demos: DemosConfig) -> None:
-    """The store's demos must come from the expert settings the command asks for (same command, same data)."""
+def check_collector(store: Any, demos: Any) -> None:
+    """The store's demos must come from the expert settings (`demos.expert_noise`, `demos.label`) the
+    command asks for: same command, same data."""
     made = {"expert_noise": 0.05, "label": "executed", **(store.attrs.get("collector") or {})}
     diff = [f"{k} {made[k]!r} (asked: {getattr(demos, k)!r})" for k in ("expert_noise", "label") if made[k] != getattr(demos, k)]
     if diff:
@@ -217,8 +219,9 @@ def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: 
 
     label = f"{name} ({bc.encoder.kind})"
 
-    def rollout(checkpoint: Path) -> float:
-        return pool.evaluate(str(checkpoint), val_seeds, progress=False).summary()["success_rate"]
+    def rollout(checkpoint: Path) -> Callable[[], float]:  # the rollout workers run while training goes on
+        wait = pool.submit(str(checkpoint), val_seeds, progress=False)
+        return lambda: wait().summary()["success_rate"]
 
     started = time.perf_counter()
     result = train(bc, cfg.train, store, episodes, run_dir, rollout if cfg.train.eval_every else None, cfg.device, cfg.progress)

@@ -37,6 +37,8 @@ class StudyConfig:
     encoder_artifact: str | None = None  # toto / toto_random: artifact (null = the packaged default)
     store: str = "data/cube_pick_demos_study.zarr"  # collected up to max(demos) if short
     collect_workers: int = 2
+    expert_noise: float = 0.3  # the demos as the main job collects them (train_policy.yaml demos.*)
+    label: str = "expert"
     env: CubePickConfig = field(default_factory=CubePickConfig)
     policy: AlgoConfig = field(default_factory=AlgoConfig)
     obs: ObsConfig = field(default_factory=ObsConfig)
@@ -62,7 +64,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def run(cfg: StudyConfig) -> dict[str, Any]:
     from envs.collect import CollectConfig, collect_demos
-    from policies.pipeline import check_store, encoder_group, env_contract
+    from policies.pipeline import check_collector, check_store, encoder_group, env_contract
     from toto_robot.episode_store import EpisodeStore
 
     out = Path(cfg.out_dir)
@@ -74,9 +76,11 @@ def run(cfg: StudyConfig) -> dict[str, Any]:
     spec, convention = env_contract(cfg.env)
     store_path = Path(cfg.store)
     if not store_path.exists() or EpisodeStore.open(store_path).n_episodes < need:
-        collect_demos(CollectConfig(env=cfg.env, n_episodes=need, out=cfg.store, workers=cfg.collect_workers, progress=cfg.progress))
+        collect_demos(CollectConfig(env=cfg.env, n_episodes=need, out=cfg.store, workers=cfg.collect_workers,
+                                    expert_noise=cfg.expert_noise, label=cfg.label, progress=cfg.progress))
     store = EpisodeStore.open(store_path)
     check_store(store, spec, convention)
+    check_collector(store, cfg)
     csv_path = out / "results.csv"
     done = {(r["encoder"], int(r["n_demos"]), int(r["seed"])) for r in read_results(csv_path)}
     todo = [c for c in cells(cfg) if c not in done]

@@ -110,9 +110,12 @@ def run_id(cfg: BCConfig, train: TrainConfig, fingerprint: str, episodes: Sequen
 
 
 def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: Sequence[int], run_dir: str | os.PathLike,
-          rollout: Callable[[Path], float] | None = None, device: str = "auto", progress: bool = True) -> TrainResult:
+          rollout: Callable[[Path], float | Callable[[], float]] | None = None, device: str = "auto",
+          progress: bool = True) -> TrainResult:
     """Train (or resume) a policy on `episodes` of `store` in `run_dir`. rollout(checkpoint) -> success
-    rate on validation seeds, called every `train_cfg.eval_every` epochs and after the last one."""
+    rate on validation seeds, called every `train_cfg.eval_every` epochs and after the last one; or a
+    function that waits for it: then training goes on while the rollouts run (in other processes),
+    and the result is taken at the next evaluated epoch."""
     import robomimic.utils.log_utils as LogUtils
     import robomimic.utils.train_utils as TrainUtils
 
@@ -132,7 +135,7 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
     batches = WindowBatches(data, policy.normalizers, train_cfg.batch_size, before, after, history, seed=train_cfg.seed,
                             featurize=live, shift=cfg.encoder.shift if live else 0)
 
-    curves, best_epoch, best = Curves(), 0, None
+    curves, best_epoch, best, resume_eval = Curves(), 0, None, None
     state_path = run_dir / STATE_FILE
     if state_path.exists():
         state = torch.load(state_path, weights_only=True)
@@ -146,10 +149,35 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
                 sched.load_state_dict(state["schedulers"][k])
         torch.set_rng_state(state["rng"])
         curves = Curves(**state["curves"])
-        best_epoch, best = state["best_epoch"], state["best_success"]
+        best_epoch, best, resume_eval = state["best_epoch"], state["best_success"], state.get("pending_eval")
     start = curves.epoch[-1] if curves.epoch else 0
+    pending: tuple[int, Path, Callable[[], float]] | None = None  # an evaluation running beside training
+
+    def evaluate(epoch: int, candidate: Path) -> None:
+        nonlocal pending
+        result = rollout(candidate)
+        pending = (epoch, candidate, result if callable(result) else lambda: float(result))
+
+    def settle() -> None:
+        """Take the pending evaluation's result; its checkpoint becomes the policy if it is the best."""
+        nonlocal pending, best, best_epoch
+        if pending is None:
+            return
+        epoch, candidate, result = pending
+        success = float(result())
+        pending = None
+        curves.eval_epoch.append(epoch)
+        curves.success.append(success)
+        if best is None or success >= best:
+            best, best_epoch = success, epoch
+            os.replace(candidate, run_dir / POLICY_FILE)
+        else:
+            candidate.unlink(missing_ok=True)
+        bar.set_postfix(loss=f"{curves.loss[-1]:.4f}", success=f"{success:.0%}@{epoch}", best=f"{best:.0%}@{best_epoch}")
 
     bar = tqdm(range(start + 1, train_cfg.epochs + 1), desc="train", initial=start, total=train_cfg.epochs, disable=not progress)
+    if rollout is not None and resume_eval is not None and _candidate(run_dir, resume_eval).exists():
+        evaluate(resume_eval, _candidate(run_dir, resume_eval))  # the run was stopped while it was evaluated
     for epoch in bar:
         t = time.perf_counter()
         batches.set_epoch(epoch)
@@ -159,23 +187,21 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
         curves.epoch.append(epoch)
         curves.loss.append(float(step_log["Loss"]))
         curves.epoch_s.append(time.perf_counter() - t)
+        bar.set_postfix(loss=f"{curves.loss[-1]:.4f}")
         last = epoch == train_cfg.epochs
         if rollout is not None and (last or (train_cfg.eval_every and epoch % train_cfg.eval_every == 0)):
+            settle()
             policy.training.update(epoch=epoch)
-            candidate = policy.save(run_dir / ".candidate.safetensors")
-            success = float(rollout(candidate))
-            curves.eval_epoch.append(epoch)
-            curves.success.append(success)
-            if best is None or success >= best:
-                best, best_epoch = success, epoch
-                os.replace(candidate, run_dir / POLICY_FILE)
-            bar.set_postfix(loss=f"{curves.loss[-1]:.4f}", success=f"{success:.0%}", best=f"{best:.0%}@{best_epoch}")
-        else:
-            bar.set_postfix(loss=f"{curves.loss[-1]:.4f}")
+            evaluate(epoch, policy.save(_candidate(run_dir, epoch)))
+            if last:
+                settle()
         if last or epoch % max(1, train_cfg.checkpoint_every) == 0:
             policy.training.update(epoch=epoch)
             policy.save(run_dir / LAST_FILE)
-            _save_state(state_path, policy, ident, curves, best_epoch, best)
+            _save_state(state_path, policy, ident, curves, best_epoch, best, pending[0] if pending else None)
+    if rollout is not None and pending is not None:  # nothing left to train (a resumed, finished run)
+        settle()
+        _save_state(state_path, policy, ident, curves, best_epoch, best, None)
     bar.close()
     if rollout is None and (run_dir / LAST_FILE).exists():
         shutil.copyfile(run_dir / LAST_FILE, run_dir / f".{POLICY_FILE}.tmp")
@@ -184,8 +210,13 @@ def train(cfg: BCConfig, train_cfg: TrainConfig, store: EpisodeStore, episodes: 
     return TrainResult(run_dir / POLICY_FILE, curves, best_epoch, best, sum(curves.epoch_s), prepare_s, data.n_steps, start)
 
 
+def _candidate(run_dir: Path, epoch: int) -> Path:
+    """Checkpoint of `epoch` while its validation rollouts run."""
+    return run_dir / f".candidate-{epoch}.safetensors"
+
+
 def _save_state(path: Path, policy: RobomimicPolicy, ident: dict[str, Any], curves: Curves, best_epoch: int,
-                best: float | None) -> None:
+                best: float | None, pending_eval: int | None = None) -> None:
     state = {
         "ident": json.dumps(ident, sort_keys=True),
         "nets": policy.algo.serialize(),
@@ -195,6 +226,7 @@ def _save_state(path: Path, policy: RobomimicPolicy, ident: dict[str, Any], curv
         "curves": curves.__dict__,
         "best_epoch": best_epoch,
         "best_success": best,
+        "pending_eval": pending_eval,  # epoch whose validation rollouts were running (re-run on resume)
     }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)

@@ -130,3 +130,33 @@ def test_bad_training_data_is_refused_clearly(store_factory, tmp_path, tiny_arti
     toto = BCConfig(encoder=EncoderConfig(artifact=str(tiny_artifact)), obs=ObsConfig(cameras=["agentview_image"]))
     with pytest.raises(ValueError, match="encoder reads 128x128 frames, the observation 'agentview_image' is 64x64"):
         train(toto, TrainConfig(epochs=1), small, [0], tmp_path / "c", device="cpu", progress=False)
+
+
+def test_rollouts_running_beside_training_pick_the_same_checkpoint(store_factory, tmp_path):
+    """rollout may return a function that waits: training goes on meanwhile, and the choice is the same."""
+    from toto_robot.checkpoint import read_checkpoint
+
+    store = store_factory(n_episodes=2, steps=6)
+    cfg = BCConfig(AlgoConfig(hidden_dims=[32]), ORACLE, ObsConfig(cameras=[]))
+    tc = TrainConfig(epochs=6, batch_size=4, eval_every=2)
+    scores = {2: 0.5, 4: 0.7, 6: 0.6}
+    events = []
+
+    def epoch_of(ck):
+        return read_checkpoint(ck, load_tensors=False).training["epoch"]
+
+    def trained(run):  # epochs saved so far in the run's state
+        return torch.load(run / "train_state.pt", weights_only=True)["curves"]["epoch"][-1]
+
+    def beside(ck):
+        e = epoch_of(ck)
+        events.append(("submit", e, trained(tmp_path / "beside")))
+        return lambda: (events.append(("wait", e, trained(tmp_path / "beside"))), scores[e])[1]
+
+    now = train(cfg, tc, store, [0, 1], tmp_path / "now", rollout=lambda ck: scores[epoch_of(ck)], device="cpu", progress=False)
+    later = train(cfg, tc, store, [0, 1], tmp_path / "beside", rollout=beside, device="cpu", progress=False)
+    assert now.curves.success == later.curves.success == [0.5, 0.7, 0.6] and now.best_epoch == later.best_epoch == 4
+    assert now.curves.loss == later.curves.loss and epoch_of(later.checkpoint) == 4
+    # epoch 2's rollouts ran while epochs 2-3 trained; the last epoch's are waited for at once
+    assert events == [("submit", 2, 1), ("wait", 2, 3), ("submit", 4, 3), ("wait", 4, 5), ("submit", 6, 5), ("wait", 6, 5)]
+    assert not list((tmp_path / "beside").glob(".candidate*"))

@@ -69,7 +69,21 @@ def test_random_shift_moves_content_by_at_most_pad_and_keeps_shapes():
 def test_train_policy_refuses_demos_collected_with_other_expert_settings(store_factory):
     from policies.pipeline import DemosConfig, check_collector
 
-    store = store_factory()  # no collector attributes: the collector's defaults (noise 0.05, executed labels)
-    check_collector(store, DemosConfig())
-    with pytest.raises(ValueError, match=r"label 'executed' \(asked: 'expert'\).*demos.out=PATH"):
-        check_collector(store, DemosConfig(label="expert", expert_noise=0.05))
+    store = store_factory()  # no collector attributes: collect_demos.py's defaults (noise 0.05, executed labels)
+    check_collector(store, DemosConfig(expert_noise=0.05, label="executed"))
+    with pytest.raises(ValueError, match=r"expert_noise 0.05 \(asked: 0.3\), label 'executed' \(asked: 'expert'\).*demos.out=PATH"):
+        check_collector(store, DemosConfig())  # the main job's DART demos
+
+
+def test_the_study_collects_demos_as_the_main_job_does():
+    from omegaconf import OmegaConf
+
+    from policies.pipeline import DemosConfig
+    from policies.study import StudyConfig
+    from toto_robot.config import CONF_DIR
+
+    main = OmegaConf.load(CONF_DIR / "train_policy.yaml").demos
+    study = OmegaConf.load(CONF_DIR / "study_sample_efficiency.yaml")
+    settings = {(main.expert_noise, main.label), (study.expert_noise, study.label),
+                (DemosConfig.expert_noise, DemosConfig.label), (StudyConfig.expert_noise, StudyConfig.label)}
+    assert settings == {(0.3, "expert")}
