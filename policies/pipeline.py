@@ -13,8 +13,8 @@ import multiprocessing as mp
 import os
 import platform
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -124,7 +124,6 @@ def check_collector(store: Any, demos: Any) -> None:
 def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     """The whole job; writes metrics.json, report.md, curves and videos under cfg.out_dir."""
     from envs.seeds import eval_seeds
-    from policies.evaluation import EXPERT, RolloutPool
     from policies.report import summary_table
     from toto_robot.atomic import write_json, write_text
     from toto_robot.episode_store import EpisodeStore
@@ -149,22 +148,23 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
 
     main = [("main", cfg.encoder, out)]
     side = [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
-    beside = bool(side) and cfg.parallel_baselines
-    # The baselines train and evaluate in a second process while the main policy does (its training
-    # uses one thread: the other core would idle); their rows come back in the usual order.
+    beside = bool(side or cfg.eval.expert) and cfg.parallel_baselines
+    if beside and cfg.bc.camera_keys and cfg.encoder.frozen and cfg.encoder.cache and not cfg.encoder.shift:
+        # The main policy's frozen features first, on every core (its training then reads the cache).
+        from policies.train import prepare
+
+        t = time.perf_counter()
+        with torch_threads(os.cpu_count() or 1):
+            prepare(cfg.bc, store, episodes, cfg.device, cfg.progress)
+        stages["features"] = time.perf_counter() - t
+    # Then the baselines and the scripted expert train and evaluate in a second process while the
+    # main policy does (its training uses one thread: the other core would idle).
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) if beside else nullcontext() as executor:
-        future = executor.submit(_run_entries, side, cfg, episodes, test_seeds, val_seeds, True) if beside else None
-        # Blind policies (no rendering) and the expert share one pool: its workers start once, on first use.
-        with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
-            rows = _run_entries(main if beside else main + side, cfg, episodes, test_seeds, val_seeds, False, blind)
-            if future is not None:
-                rows += future.result()
-            if cfg.eval.expert:
-                t = time.perf_counter()
-                ev = blind.evaluate(EXPERT, test_seeds, results_path=out / "baselines" / "expert_eval.jsonl",
-                                    progress=cfg.progress, desc="evaluate expert")
-                rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
-                             "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
+        future = executor.submit(_run_entries, side, cfg, episodes, test_seeds, val_seeds, True, cfg.eval.expert) if beside else None
+        rows = _run_entries(main if beside else main + side, cfg, episodes, test_seeds, val_seeds, False,
+                            cfg.eval.expert and not beside)
+        if future is not None:
+            rows += future.result()
 
     metrics = {
         "rows": rows,
@@ -184,29 +184,48 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
 
 
 def _run_entries(entries: list[tuple[str, EncoderConfig, Path]], cfg: TrainPolicyConfig, episodes: list[int],
-                 test_seeds: list[int], val_seeds: list[int], beside: bool, blind: Any = None) -> list[dict[str, Any]]:
-    """Train and evaluate each (name, encoder, run_dir) entry in turn; one row each. beside: this
-    runs in the second process next to the main policy (own pools, no progress bars, a log line
-    per finished row instead, the row marked so the time breakdown does not add it up)."""
-    from policies.evaluation import RolloutPool
+                 test_seeds: list[int], val_seeds: list[int], beside: bool, expert: bool) -> list[dict[str, Any]]:
+    """Train and evaluate each (name, encoder, run_dir) entry in turn, then the scripted expert if
+    asked; one row each. beside: this runs in the second process next to the main policy (no
+    progress bars: a log line per finished row instead; rows marked as overlapping the main one)."""
+    from policies.evaluation import EXPERT, RolloutPool
     from toto_robot.episode_store import EpisodeStore
 
     store = EpisodeStore.open(cfg.demos.out)
     if beside:
         cfg = replace(cfg, progress=False)
     rows = []
-    with nullcontext(blind) if blind is not None else RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
+    # Blind policies (no rendering) and the expert share one pool: its workers start once, on first use.
+    with RolloutPool({**to_dict(cfg.env), "cameras": []}, cfg.eval.workers) as blind:
         for name, encoder, run_dir in entries:
             bc = BCConfig(cfg.policy, encoder, cfg.obs)
             with RolloutPool(cfg.env, cfg.eval.workers) if bc.camera_keys else nullcontext(blind) as pool:
-                row = _train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds)
-            if beside:
-                row["beside_main"] = True
-                ev = row["eval"]
-                print(f"[baseline {name}] success {ev['successes']}/{ev['n_episodes']} ({row['wall_s']:.0f} s, "
-                      "beside the main policy)", flush=True)
-            rows.append(row)
+                rows.append(_train_and_evaluate(name, bc, cfg, store, episodes, run_dir, pool, test_seeds, val_seeds))
+        if expert:
+            t = time.perf_counter()
+            ev = blind.evaluate(EXPERT, test_seeds, results_path=Path(cfg.out_dir) / "baselines" / "expert_eval.jsonl",
+                                progress=cfg.progress, desc="evaluate expert")
+            rows.append({"name": "scripted expert", "encoder": "privileged", "demos": "-", "eval": ev.summary(),
+                         "per_seed": ev.episodes, "wall_s": time.perf_counter() - t})
+    if beside:
+        for row in rows:
+            row["beside_main"] = True
+            print(f"[beside the main policy] {row['name']}: success {row['eval']['successes']}/{row['eval']['n_episodes']} "
+                  f"({row['wall_s']:.0f} s)", flush=True)
     return rows
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to n inside the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_and_evaluate(name: str, bc: BCConfig, cfg: TrainPolicyConfig, store: Any, episodes: list[int], run_dir: Path,
@@ -253,6 +272,8 @@ def time_breakdown(metrics: dict[str, Any]) -> str:
     """Where the job's wall time went (this call; resumed stages take ~0 s), with the machine's load."""
     st, m = metrics["stages_s"], metrics["machine"]
     parts = [f"collect {st['collect']:.0f} s", f"verify {st['verify']:.0f} s"]
+    if "features" in st:
+        parts.append(f"main policy's features on every core {st['features']:.0f} s")
     for r in metrics["rows"]:
         tr = r.get("train")
         detail = (f" (features {tr['prepare_s']:.0f}, train {tr['train_s_this_call']:.0f}, validation rollouts {tr['validation_s']:.0f}, "

@@ -49,10 +49,12 @@ def test_train_policy_collects_trains_evaluates_and_reports(job, tiny_artifact):
     out = root / "run"
     assert "| main | toto | 2 |" in proc.stdout and "run directory" in proc.stdout  # the summary table
     assert "Job wall time" in proc.stdout and "main " in proc.stdout.split("Job wall time")[1]  # where the time went
-    assert set(metrics["stages_s"]) == {"collect", "verify", "main", "none", "scripted expert"}
+    assert set(metrics["stages_s"]) == {"collect", "verify", "features", "main", "none", "scripted expert"}
     names = [r["name"] for r in metrics["rows"]]
     assert names == ["main", "none", "scripted expert"]
-    assert metrics["rows"][1]["beside_main"] and "none " in proc.stdout.split("Job wall time")[1]  # in a second process
+    # the baseline and the expert ran in a second process, after the main policy's features were cached
+    assert metrics["rows"][1]["beside_main"] and metrics["rows"][2]["beside_main"] and "none " in proc.stdout.split("Job wall time")[1]
+    assert "feature cache hit" in proc.stdout + proc.stderr  # training read what the features stage wrote
     main = metrics["rows"][0]
     ev = main["eval"]
     assert ev["n_episodes"] == 2 and 0 <= ev["success_ci95"][0] <= ev["success_rate"] <= ev["success_ci95"][1] <= 1
