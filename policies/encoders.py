@@ -52,8 +52,11 @@ def frozen_encoder(artifact: str | None, weights: str = "pretrained", seed: int 
         if not artifact and inspect.signature(load_encoder).parameters["path"].default is inspect.Parameter.empty:
             raise EncoderArtifactError("this toto_robot ships no default encoder yet: pass encoder.artifact=PATH "
                                        "(an export_encoder.py artifact)")
-        encoder = load_encoder(artifact) if artifact else load_encoder()
-        _ENCODERS[key] = random_like(encoder, seed) if weights == "random" else encoder
+        # Loading draws from (and random_like reseeds) torch's global RNG: keep it as it was, so a
+        # policy's trainable heads start the same whether this process had loaded the encoder or not.
+        with torch.random.fork_rng(devices=[]):
+            encoder = load_encoder(artifact) if artifact else load_encoder()
+            _ENCODERS[key] = random_like(encoder, seed) if weights == "random" else encoder
     return _ENCODERS[key]
 
 

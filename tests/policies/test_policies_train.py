@@ -160,3 +160,26 @@ def test_rollouts_running_beside_training_pick_the_same_checkpoint(store_factory
     # epoch 2's rollouts ran while epochs 2-3 trained; the last epoch's are waited for at once
     assert events == [("submit", 2, 1), ("wait", 2, 3), ("submit", 4, 3), ("wait", 4, 5), ("submit", 6, 5), ("wait", 6, 5)]
     assert not list((tmp_path / "beside").glob(".candidate*"))
+
+
+@pytest.mark.parametrize("kind", ["toto", "toto_random"])
+def test_a_policy_starts_the_same_whether_or_not_the_encoder_was_loaded_before(kind, store_factory, tiny_artifact):
+    """Loading the frozen encoder must not draw from torch's RNG: train_policy.py caches the main
+    policy's features (loading it) before training, a plain train() loads it while building the policy.
+    toto: the packaged default encoder (its loading did draw); toto_random: re-initialised from a seed."""
+    from policies.encoders import _ENCODERS
+
+    store = store_factory(n_episodes=2, steps=6)
+    artifact = None if kind == "toto" else str(tiny_artifact)
+    cfg = BCConfig(AlgoConfig(hidden_dims=[16]), EncoderConfig(kind=kind, artifact=artifact, pool_heads=2,
+                                                               feature_dim=8, cache=False), ObsConfig(cameras=["agentview_image"]))
+
+    def first_weights() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        policy, _ = prepare(cfg, store, [0, 1], "cpu", progress=False)
+        return [p.detach().clone() for p in policy.algo.nets.parameters() if p.requires_grad]
+
+    _ENCODERS.clear()
+    fresh = first_weights()  # the encoder is loaded while the policy is built
+    again = first_weights()  # already loaded
+    assert len(fresh) == len(again) and all(torch.equal(a, b) for a, b in zip(fresh, again))
