@@ -98,6 +98,11 @@ class EncoderConfig:
     def frozen(self) -> bool:
         return self.kind in ("toto", "toto_random")
 
+    @property
+    def cached(self) -> bool:
+        """Training reads this encoder's features from the feature cache (frozen, cache on, no augmentation)."""
+        return self.frozen and self.cache and not self.shift
+
 
 @dataclass
 class ObsConfig:

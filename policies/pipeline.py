@@ -114,7 +114,8 @@ def check_store(store: Any, spec: Any, convention: Any) -> None:
 def check_collector(store: Any, demos: Any) -> None:
     """The store's demos must come from the expert settings (`demos.expert_noise`, `demos.label`) the
     command asks for: same command, same data."""
-    made = {"expert_noise": 0.05, "label": "executed", **(store.attrs.get("collector") or {})}
+    # a store without these attributes was collected with the collector's defaults
+    made = {"expert_noise": CollectConfig.expert_noise, "label": CollectConfig.label, **(store.attrs.get("collector") or {})}
     diff = [f"{k} {made[k]!r} (asked: {getattr(demos, k)!r})" for k in ("expert_noise", "label") if made[k] != getattr(demos, k)]
     if diff:
         raise ValueError(f"demo store {store.path} was collected with {', '.join(diff)}; "
@@ -149,7 +150,7 @@ def run(cfg: TrainPolicyConfig) -> dict[str, Any]:
     main = [("main", cfg.encoder, out)]
     side = [(n, encoder_group(n), out / "baselines" / n) for n in cfg.baselines]
     beside = bool(side or cfg.eval.expert) and cfg.parallel_baselines
-    if beside and cfg.bc.camera_keys and cfg.encoder.frozen and cfg.encoder.cache and not cfg.encoder.shift:
+    if beside and cfg.bc.camera_keys and cfg.encoder.cached:
         # The main policy's frozen features first, on every core (its training then reads the cache).
         from policies.train import prepare
 

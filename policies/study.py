@@ -22,6 +22,7 @@ from typing import Any
 
 from envs.config import CubePickConfig
 from policies.config import AlgoConfig, BCConfig, ObsConfig, TrainConfig
+from policies.pipeline import DemosConfig
 from toto_robot.atomic import save_figure, write_json, write_text
 from toto_robot.config import to_dict
 
@@ -37,8 +38,8 @@ class StudyConfig:
     encoder_artifact: str | None = None  # toto / toto_random: artifact (null = the packaged default)
     store: str = "data/cube_pick_demos_study.zarr"  # collected up to max(demos) if short
     collect_workers: int = 2
-    expert_noise: float = 0.3  # the demos as the main job collects them (train_policy.yaml demos.*)
-    label: str = "expert"
+    expert_noise: float = DemosConfig.expert_noise  # the demos as the main job collects them
+    label: str = DemosConfig.label
     env: CubePickConfig = field(default_factory=CubePickConfig)
     policy: AlgoConfig = field(default_factory=AlgoConfig)
     obs: ObsConfig = field(default_factory=ObsConfig)

@@ -87,7 +87,7 @@ def prepare(cfg: BCConfig, store: EpisodeStore, episodes: Sequence[int], device:
                 "env_config": store.attrs.get("env_config"), "start_joints": start_joints(store, episodes)}
     policy = RobomimicPolicy(cfg, spec, Normalizers.fit(low.low_dim, low.actions), convention, device, training)
     rows = {}
-    if cfg.encoder.frozen and cfg.encoder.cache and not cfg.encoder.shift:
+    if cfg.encoder.cached:
         fingerprint = fingerprint or dataset_fingerprint(store)
         rows = {k: cached_features(store, k, core, progress, fingerprint) for k, core in toto_cores(policy).items()}
     return policy, load_demos(store, episodes, cfg.low_dim_keys, cfg.camera_keys, rows)
