@@ -34,6 +34,7 @@ from toto_robot.spec import ShapeMeta, franka_shape_meta
 
 log = logging.getLogger(__name__)
 
+CUBE_KEYS = ("cube_pos", "cube_quat", "cube_size", "episode_seed")  # a recorded scene's cube (privileged extras)
 FAULTS = ("connection_lost", "reflex", "robot_error", "joint_limit", "error", "interrupted", "policy_error", "workspace",
           "floor_guard", "robot_clock")
 
@@ -143,27 +144,35 @@ def ask_label(prompt: str = "success? [y]es / [n]o / Enter = unlabelled: ") -> i
 
 def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, episodes: int,
                  meta: dict[str, Any] | None = None, decide: Callable[[RolloutResult], int | None] | None = None,
-                 start_joints: Sequence[float] | None = None) -> list[RolloutResult]:
+                 start_joints: Sequence[float] | None = None, scenes: EpisodeStore | None = None) -> list[RolloutResult]:
     """`episodes` rollouts; after each, `decide` gives the success label (None = discard), then it is saved.
-    Each starts at `start_joints` (a joint motion, gripper opened) if given, else home.
+    Each starts at `start_joints` (a joint motion, gripper opened) if given, else home. On franky-sim
+    the cube is put back before each: as it started in episode i of `scenes` if given, else at the
+    nominal pose; the outcomes (cube lifted?) are summarised at the end and in rehearsal.json.
 
     Stops early after a fault (lost connection, reflex, Ctrl-C...): the rollout so far is still saved.
     """
-    results = []
+    results, outcomes = [], []
     config = session.runner_config
     if start_joints is not None:
         config = dataclasses.replace(config, home_at_start=False)
     with DeployRunner(session.robot, session.cameras, policy, config) as runner:
         for i in range(episodes):
+            scene = scenes.get_episode(i, [k for k in CUBE_KEYS if k in scenes.data_spec]) if scenes is not None else None
             if session.sim is not None and session.sim.has_cube:
-                session.sim.reset_cube()  # a rehearsal starts every rollout from the same scene
+                if scene is not None:
+                    _place_cube(session, scene)
+                else:
+                    session.sim.reset_cube()  # every rollout from the same nominal scene
             if start_joints is not None and not config.dry_run:
                 _go_to_joints(session.robot, start_joints)
             result = runner.run_episode()
             print(f"\nrollout {i + 1}/{episodes}: {result.n_steps} steps, stop: {result.stop_reason} {result.message}")
             print(result.log.format_table())
             if session.sim is not None:
-                print(_sim_report(session, result))
+                outcome = _sim_outcome(session, result, scene)
+                outcomes.append({"rollout": i, **outcome})
+                print(_sim_report(outcome))
             if decide is not None and result.stop_reason not in FAULTS:
                 label = decide(result)
             else:
@@ -176,18 +185,39 @@ def run_rollouts(session: Session, policy: Policy, store: EpisodeStore | None, e
             if result.stop_reason in FAULTS:
                 print(f"stopping the session after a fault: {result.stop_reason}")
                 break
+    if any("cube_lifted" in o for o in outcomes):
+        from hardware.rollout_log import write_json
+
+        lifted = sum(o["cube_lifted"] for o in outcomes)
+        print(f"\nfranky-sim rehearsal: {lifted}/{len(outcomes)} cubes lifted "
+              f"({'scenes of ' + str(scenes.path) if scenes is not None else 'nominal scene'})")
+        write_json(session.log_dir / "rehearsal.json", {"cubes_lifted": lifted, "rollouts": len(outcomes),
+                                                        "scenes": str(scenes.path) if scenes is not None else None,
+                                                        "outcomes": outcomes})
     return results
 
 
-def _sim_report(session: Session, result: RolloutResult) -> str:
-    """franky-sim rehearsal outcome: where the cube is, how low the measured hand went."""
-    parts = []
+def _sim_outcome(session: Session, result: RolloutResult, scene: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """franky-sim rehearsal outcome: where the cube is, how low the measured hand went, why it stopped."""
+    out: dict[str, Any] = {"stop_reason": result.stop_reason, "steps": result.n_steps}
+    if scene is not None and "episode_seed" in scene:
+        out["scene_seed"] = int(scene["episode_seed"][0, 0])
     if session.sim.has_cube:
-        lift = session.sim.cube_lift()
-        parts.append(f"cube bottom {lift * 100:.1f} cm above the table ({'lifted' if lift >= LIFT_HEIGHT else 'not lifted'})")
+        out["cube_lift_m"] = session.sim.cube_lift()
+        out["cube_lifted"] = bool(out["cube_lift_m"] >= LIFT_HEIGHT)
     if result.episode is not None:
-        floor = session.robot.safety.config.workspace_min[2]
-        parts.append(f"lowest measured TCP z {float(result.episode['eef_pos'][:, 2].min()):.4f} m (floor guard {floor} m)")
+        out["lowest_tcp_z_m"] = float(result.episode["eef_pos"][:, 2].min())
+        out["floor_guard_m"] = float(session.robot.safety.config.workspace_min[2])
+    return out
+
+
+def _sim_report(outcome: dict[str, Any]) -> str:
+    parts = [f"scene seed {outcome['scene_seed']}"] if "scene_seed" in outcome else []
+    if "cube_lift_m" in outcome:
+        parts.append(f"cube bottom {outcome['cube_lift_m'] * 100:.1f} cm above the table "
+                     f"({'lifted' if outcome['cube_lifted'] else 'not lifted'})")
+    if "lowest_tcp_z_m" in outcome:
+        parts.append(f"lowest measured TCP z {outcome['lowest_tcp_z_m']:.4f} m (floor guard {outcome['floor_guard_m']} m)")
     return "franky-sim: " + "; ".join(parts)
 
 
@@ -202,6 +232,7 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
         raise UserError(f"start must be 'demos' or 'home', got {start!r}")
     if start == "demos" and node.get("checkpoint") and start_joints is None:
         print("note: the checkpoint records no start pose of its demonstrations; rollouts start home", flush=True)
+    scenes = _rehearsal_scenes(cfg.get("sim_scenes") or "", session_settings(cfg))
     with open_session(cfg) as session:
         if node.get("type") == "scripted":
             node.setdefault("action", to_dict(session.robot.config.action))  # the scripted pick speaks the robot's convention
@@ -211,7 +242,21 @@ def deploy(cfg: DictConfig) -> list[RolloutResult]:
         store = session.open_store(policy.shape_meta, "deploy")
         meta = {"policy": node, "dry_run": session.runner_config.dry_run}
         return run_rollouts(session, policy, store, session.settings.episodes, meta,
-                            start_joints=start_joints if start == "demos" else None)
+                            start_joints=start_joints if start == "demos" else None, scenes=scenes)
+
+
+def _rehearsal_scenes(path: str, settings: SessionConfig) -> EpisodeStore | None:
+    """The store whose episodes' starting cubes a franky-sim rehearsal places (sim_scenes=PATH)."""
+    if not path:
+        return None
+    if not settings.sim:
+        raise UserError("sim_scenes places the cube of franky-sim's world: use it with sim=true")
+    store = EpisodeStore.open(path)
+    if "cube_pos" not in store.data_spec:
+        raise UserError(f"sim_scenes={path}: the store has no cube_pos (collect it with collect_demos.py)")
+    if store.n_episodes < settings.episodes:
+        raise UserError(f"sim_scenes={path} holds {store.n_episodes} episodes, episodes={settings.episodes} asked")
+    return store
 
 
 def collect_teleop(cfg: DictConfig) -> int:
@@ -332,10 +377,15 @@ def _go_to_episode_start(session: Session, episode: dict[str, np.ndarray]) -> No
     """Arm to the episode's first joint angles, gripper open; on franky-sim the cube where it was."""
     _go_to_joints(session.robot, episode["joint_pos"][0])
     if session.sim is not None and session.sim.has_cube and "cube_pos" in episode:
-        quat = episode["cube_quat"][0] if "cube_quat" in episode else np.array([1.0, 0, 0, 0])
-        size = float(episode["cube_size"][0, 0]) if "cube_size" in episode else session.sim.cube_size()
-        session.sim.place_cube(episode["cube_pos"][0], quat, size)
+        _place_cube(session, episode)
         session.robot.clear_queue()
+
+
+def _place_cube(session: Session, episode: dict[str, np.ndarray]) -> None:
+    """franky-sim's cube where (and as large as) it was at the start of a recorded episode."""
+    quat = episode["cube_quat"][0] if "cube_quat" in episode else np.array([1.0, 0, 0, 0])
+    size = float(episode["cube_size"][0, 0]) if "cube_size" in episode else session.sim.cube_size()
+    session.sim.place_cube(episode["cube_pos"][0], quat, size)
 
 
 def _go_to_joints(robot: Robot, joints: Sequence[float]) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from hardware.safety import SafetyConfig, SafetyFilter, SentCommand
 from toto_robot.action import ActionConvention
 from toto_robot.rotations import quat_canonical
+from toto_robot.scene import HAND_OPEN_WIDTH
 from toto_robot.spec import EEF_QUAT_REFERENCE
 
 
@@ -111,7 +112,7 @@ class RobotConfig:
     motion_timeout_s: float = 20.0  # [s] of the controller's clock (franky-sim's runs slow on a loaded machine)
     gripper_speed: float = 0.05  # m/s
     grasp_force: float = 20.0  # N
-    gripper_open_width: float = 0.08
+    gripper_open_width: float = HAND_OPEN_WIDTH  # m
     gripper_epsilon: float = 0.08  # grasp succeeds for any object width in [0, open width]
     gripper_empty_width: float = 0.004  # m; closing to below this means nothing was grasped
 

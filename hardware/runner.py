@@ -42,6 +42,7 @@ from hardware.rollout_log import RolloutLog, write_json
 from hardware.safety import SentCommand
 from toto_robot.episode_store import EpisodeStore
 from toto_robot.policy import Policy
+from toto_robot.scene import held_and_lifted
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class RunnerConfig:
     # clearance) -> stop, before the fingertips reach the table; room for tracking overshoot.
     floor_stop_margin: float = 0.004
     dry_run: bool = False
+    # End a rollout as "done" once the hand holds a cube-sized object lifted clear of the table
+    # (toto_robot.scene.held_and_lifted), as a simulated episode ends on its success; without it a
+    # policy that lifted keeps going until max_steps, pushing into the workspace ceiling.
+    stop_when_lifted: bool = False
     home_at_start: bool = True
     home_on_interrupt: bool = True
     # "wall": ticks on the host's clock (a real robot). "robot": the loop runs on the robot's own
@@ -170,6 +175,7 @@ class DeployRunner:
             if cfg.pace == "robot":  # the first tick, too, comes one period of the robot's clock from now
                 next_device = self.robot.get_state().t_device + period
             pending: Future | None = None
+            width = None  # measured finger distance at the previous step [m]
             while rlog.steps < steps:
                 if next_device is not None:
                     tick = max(tick, self._wait_robot_clock(next_device))
@@ -198,10 +204,13 @@ class DeployRunner:
                     self._overrun(rlog)
                 else:
                     pending = None
-                    self._step(rlog, buf, tick, frames, state, result)
-                    if getattr(self.policy, "done", False):
+                    cmd = self._step(rlog, buf, tick, frames, state, result)
+                    lifted = (cfg.stop_when_lifted and width is not None and cmd.sent
+                              and held_and_lifted(float(state.eef_pos[2]), state.gripper_width, width, cmd.action[-1] > 0))
+                    width = state.gripper_width
+                    if getattr(self.policy, "done", False) or lifted:
                         rlog.steps += 1
-                        reason, message = "done", "policy reported done"
+                        reason, message = "done", "object held and lifted" if lifted else "policy reported done"
                         break
                 rlog.steps += 1
                 tick += period
@@ -321,7 +330,7 @@ class DeployRunner:
             raise _Stop("overrun", f"{rlog.overruns} overruns (limit {cfg.max_overruns})")
 
     def _step(self, rlog: RolloutLog, buf: EpisodeBuffer, tick: float, frames: dict[str, CameraFrame],
-              state: RobotState, inf: _Inference) -> None:
+              state: RobotState, inf: _Inference) -> SentCommand:
         obs, raw, infer_ms = inf.obs, inf.action, inf.inference_ms
         rlog.add("preprocess", inf.preprocess_ms)
         rlog.add("inference", infer_ms)
@@ -356,6 +365,7 @@ class DeployRunner:
             row[f"t_frame_{key}"] = scalar(frames[key].t_host)
             row[f"t_frame_device_{key}"] = scalar(frames[key].t_device)
         buf.append(row)
+        return cmd
 
     def _command(self, rlog: RolloutLog, action: np.ndarray, state: RobotState) -> SentCommand:
         if self.config.dry_run:

@@ -40,6 +40,15 @@ CUBE_RGBA = (0.85, 0.1, 0.1, 1.0)
 CUBE_FRICTION = (0.8, 0.01, 0.001)
 PAD_FRICTION = (1.5, 0.01, 0.001)  # fingertip pads: grippy, and they win contact mixing (priority)
 LIFT_HEIGHT = 0.05  # a cube counts as lifted when its bottom is this far above the table
+# Robot-side stand-in for that success (a real arm cannot see the cube's height): the fingers hold
+# something of a task cube's width (closing, width in HELD_WIDTH and steady) with the TCP at least
+# HELD_LIFT_Z high, so a cube gripped anywhere up to its top edge has its bottom LIFT_HEIGHT up.
+HAND_OPEN_WIDTH = 0.08  # [m] finger distance of the open Franka hand
+# [m] finger distance on a grasped cube: its edge, up to nearly the open hand (a yawed cube is
+# gripped across its corners); an empty hand closes to ~0
+HELD_WIDTH = (0.9 * CUBE_SIZE_RANGE[0], HAND_OPEN_WIDTH - 0.002)
+HELD_LIFT_Z = LIFT_HEIGHT + CUBE_SIZE_RANGE[1]  # [m] TCP height
+HELD_STEADY = 0.002  # [m] most the finger distance may change in one control step while holding
 
 TCP_OFFSET = 0.1034  # flange (hand body) to the fingertip centre along hand z, as franky's default EE frame
 FINGERTIP_BELOW_TCP = 0.009  # lowest point of the finger collision geoms under the TCP, pointing down
@@ -186,3 +195,11 @@ def place_cube(model: mujoco.MjModel, data: mujoco.MjData, pos: np.ndarray, quat
     qpos, dof = model.jnt_qposadr[joint.id], model.jnt_dofadr[joint.id]
     data.qpos[qpos:qpos + 7] = [*np.asarray(pos, float), *np.asarray(quat, float)]
     data.qvel[dof:dof + 6] = 0.0
+
+
+def held_and_lifted(tcp_z: float, gripper_width: float, previous_width: float, closing: bool) -> bool:
+    """The cube_pick task done, judged from what a real arm measures (TCP height [m], finger
+    distance now and one control step before [m], whether the gripper is commanded closed): the
+    deploy runner ends a rollout here as the simulated episode ends on its lift success."""
+    return (closing and tcp_z >= HELD_LIFT_Z and HELD_WIDTH[0] <= gripper_width <= HELD_WIDTH[1]
+            and abs(gripper_width - previous_width) <= HELD_STEADY)
