@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     steps: int = 1000
+    # > 0: a wall-clock budget [min]. The step rate measured over the first log intervals (after
+    # the compile) fixes how many steps fit (train.steps the most); the cosine schedule ends there
+    # and a resumed run keeps that count. A device lent for minutes runs one command.
+    max_minutes: float = 0.0
     lr: float = 3e-4
     min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
     warmup_steps: int = 100
@@ -51,6 +56,8 @@ class TrainConfig:
     wandb_project: str = ""  # empty = no W&B
 
     def __post_init__(self) -> None:
+        if self.max_minutes < 0:
+            raise ValueError(f"train.max_minutes must be >= 0 (0 = no time budget), got {self.max_minutes}")
         if self.device not in ("auto", "cpu", "cuda") or self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"train.device={self.device!r} (auto|cpu|cuda), train.precision={self.precision!r} "
                              "(auto|bf16|fp32)")
@@ -90,6 +97,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
     `stop_after` ends this call after that many steps without a final checkpoint, as if killed
     (used to test that resuming continues the exact run).
     """
+    t_start = time.perf_counter()  # a time budget counts from here: model build and start-up included
     rank, world, device = init_distributed(cfg.device)
     out = Path(out_dir)
     check_vocab(model_cfg, source)
@@ -111,7 +119,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
     loader = PackedLoader(source, data, rank=rank, world_size=world)
     step_fn = TrainStep(wrapped, optimizer, scheduler, device, parallel, bf16, cfg.grad_clip)
 
-    step = 0
+    step, planned = 0, None  # planned: the step count a time budget fixed
     ckpt_dir = out / "checkpoints"
     # The schedule's shape comes from this run's config (so train.steps can be raised on resume);
     # the checkpoint supplies the step it has reached.
@@ -121,6 +129,9 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
         scheduler.load_state_dict(state["scheduler"] | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         loader.load_state_dict(state["loader"])
         step = int(state["step"])
+        planned = state.get("planned_steps")
+        if planned is not None:
+            scheduler.lr_lambdas[0].total_steps = planned
         if rank == 0:
             drop_records_after(out / "metrics.jsonl", step)  # the steps after the checkpoint are replayed
         log.info("resumed from %s at step %d", path, step)
@@ -135,15 +146,16 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
 
     def save() -> None:
         train_state = {"step": step, "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
-                       "model_config": asdict(model_cfg), "train_config": asdict(cfg)}
+                       "model_config": asdict(model_cfg), "train_config": asdict(cfg), "planned_steps": planned}
         checkpoint.save(ckpt_dir, step, model, optimizer, train_state, keep=cfg.keep_checkpoints)
 
     history: list[dict[str, float]] = []
     pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="pretrain", dynamic_ncols=True)
+    total = planned or cfg.steps
+    bar = tqdm(total=total, initial=step, disable=rank != 0, desc="pretrain", dynamic_ncols=True)
     batches = iter(loader)
-    start_step = step
-    while step < cfg.steps:
+    start_step, mark = step, None  # mark: (step, time) of the first log point
+    while step < total:
         if stop_after is not None and step - start_step >= stop_after:
             break
         batch = next(batches)
@@ -152,7 +164,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
         step += 1
         meter.add(batch.tokens.numel())
         pending.append((step, lr, loss, norm))
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == total:
             # The only host sync: losses of the interval reduced across ranks in one call.
             losses = torch.stack([p[2] for p in pending]).float()
             if world > 1:
@@ -166,12 +178,35 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
                             mfu=f"{100 * rates['mfu']:.1f}%")
             if writers:
                 writers.write(history[-1] | rates)
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+            if cfg.max_minutes and planned is None:
+                now = time.perf_counter()
+                if mark is None:
+                    mark = (step, now)
+                elif step - mark[0] >= CALIBRATION_STEPS:
+                    planned = fit_steps(cfg, step, (step - mark[0]) / (now - mark[1]), now - t_start, world, device)
+                    total = scheduler.lr_lambdas[0].total_steps = bar.total = planned
+                    if rank == 0:
+                        log.info("time budget %.1f min: %d steps fit (%.2f steps/s measured)", cfg.max_minutes, planned,
+                                 (step - mark[0]) / (now - mark[1]))
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == total:
             save()
     bar.close()
     if writers:
         writers.close()
     return history
+
+
+CALIBRATION_STEPS = 10  # a time budget's step rate is measured over at least this many steps
+BUDGET_MARGIN = 0.97  # of the remaining time planned for steps (checkpoints and the last sync take the rest)
+
+
+def fit_steps(cfg: TrainConfig, step: int, steps_per_s: float, elapsed_s: float, world: int, device: torch.device) -> int:
+    """The step count that ends this run within cfg.max_minutes (rank 0's measurement, on every rank)."""
+    remaining = max(0.0, cfg.max_minutes * 60.0 - elapsed_s) * BUDGET_MARGIN
+    planned = torch.tensor([min(cfg.steps, step + max(1, int(remaining * steps_per_s)))], device=device)
+    if world > 1:
+        dist.broadcast(planned, src=0)
+    return int(planned.item())
 
 
 def check_vocab(model_cfg: TransformerConfig, source: ClipSource) -> None:

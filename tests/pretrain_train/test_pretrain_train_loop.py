@@ -90,6 +90,20 @@ def test_resume_restores_the_rng_and_metrics_of_an_uninterrupted_run(videos, tmp
     assert steps == [1, 2, 3, 4, 5, 6]  # steps 4-5 were replayed after the kill, logged once
 
 
+def test_a_time_budget_fixes_the_step_count_and_the_schedule_ends_there(videos, tmp_path):
+    cfg = TrainConfig(steps=100_000, max_minutes=0.05, lr=3e-3, warmup_steps=2, log_every=5, ckpt_every=0, peak_tflops=1.0)
+    history = train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path)
+    planned = history[-1]["step"]
+    assert 15 <= planned < 100_000  # calibrated after two log points >= 10 steps apart, then fitted to 3 s
+    state = torch.load(latest(tmp_path / "checkpoints") / "train_state.pt", weights_only=False)
+    assert state["planned_steps"] == planned and state["step"] == planned
+    # the cosine schedule was stretched to the planned count: the last step ran at (nearly) the lowest lr
+    assert history[-1]["lr"] == pytest.approx(WarmupCosine(2, planned, cfg.min_lr_ratio)(planned - 1) * cfg.lr)
+    assert train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path) == []  # a rerun keeps the count: done
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=-1)
+
+
 def test_vocabulary_and_run_folder_mismatches_are_named(videos, tmp_path):
     cfg = TrainConfig(steps=2, warmup_steps=1, log_every=1, ckpt_every=0, peak_tflops=1.0)
     small = dataclasses.replace(MODEL, vocab_size=VOCAB // 2)
