@@ -37,6 +37,10 @@ def as_dataclass(cls: type[T], cfg: Any) -> T:
         return OmegaConf.to_object(schema)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"config does not fit {cls.__name__}: {e}") from e
+    except ValueError as e:  # a value the dataclass's own checks (__post_init__) refuse
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{cls.__name__}: {e}") from e
 
 
 def _writable(node: DictConfig) -> None:

@@ -85,6 +85,11 @@ def test_gl_backend_that_cannot_work_headless(tmp_path):
     assert proc.returncode != 0 and "GLBackendError: MuJoCo was imported before MUJOCO_GL was set" in proc.stderr
 
 
+def test_a_config_value_its_dataclass_refuses_is_one_line():
+    line = one_error_line(run(["train_policy.py", "policy.chunk=0"]))
+    assert "policy.chunk must be >= 1, got 0" in line
+
+
 def test_bugs_keep_their_traceback():
     @user_errors
     def buggy() -> None:
