@@ -106,6 +106,8 @@ def test_grid_pool_shapes_and_config_round_trip():
     assert build_pooling(pool.config, 16).config == pool.config
     with pytest.raises(ValueError, match="expected 2 frame\\(s\\) of 16 tokens = 32 tokens, got 16"):
         pool(torch.randn(3, 16, 16))
+    with pytest.raises(ValueError, match="GridPool reads whole frames: a token mask"):
+        pool(torch.randn(3, 32, 16), torch.ones(3, 32, dtype=torch.bool))
 
 
 def test_bad_configs_and_inputs_name_the_problem():

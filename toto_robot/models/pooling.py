@@ -158,7 +158,7 @@ class GridPool(nn.Module):
     appended as two channels, a 1x1 conv to `width`, two 3x3 convs (GELU), then `n_keypoints`
     softmax maps over the grid giving expected (x, y) in [-1, 1] plus the mean of the conv
     features; the frames' outputs are concatenated. The two 3x3 layers see a 5x5-token neighbourhood.
-    `mask` is not supported: every frame is a full grid.
+    A token `mask` is refused: every frame is a full grid.
     """
 
     def __init__(self, dim: int, n_keypoints: int = 16, grid: int = 16, n_frames: int = 1, width: int = 32,
@@ -181,6 +181,9 @@ class GridPool(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_tokens(x, self.dim)
+        if mask is not None:
+            raise ValueError("GridPool reads whole frames: a token mask (padded history) is not supported; "
+                             "use attention, avg or keypoints pooling")
         b, t, d = x.shape
         g = self.grid
         _check_frames("GridPool", t, self.n_frames, g)
