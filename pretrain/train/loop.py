@@ -129,7 +129,7 @@ def train(model_cfg: TransformerConfig, cfg: TrainConfig, data: PackingConfig, p
         scheduler.load_state_dict(state["scheduler"] | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         loader.load_state_dict(state["loader"])
         step = int(state["step"])
-        planned = state.get("planned_steps")
+        planned = state.get("planned_steps") if cfg.max_minutes else None  # a run resumed without a budget: train.steps
         if planned is not None:
             scheduler.lr_lambdas[0].total_steps = planned
         if rank == 0:

@@ -97,9 +97,10 @@ def test_a_time_budget_fixes_the_step_count_and_the_schedule_ends_there(videos, 
     assert 15 <= planned < 100_000  # calibrated after two log points >= 10 steps apart, then fitted to 3 s
     state = torch.load(latest(tmp_path / "checkpoints") / "train_state.pt", weights_only=False)
     assert state["planned_steps"] == planned and state["step"] == planned
-    # the cosine schedule was stretched to the planned count: the last step ran at (nearly) the lowest lr
-    assert history[-1]["lr"] == pytest.approx(WarmupCosine(2, planned, cfg.min_lr_ratio)(planned - 1) * cfg.lr)
+    assert state["scheduler"]["lr_lambdas"][0]["total_steps"] == planned  # the cosine schedule ends at the planned step
     assert train(MODEL, cfg, DATA, ParallelConfig(), videos, tmp_path) == []  # a rerun keeps the count: done
+    longer = dataclasses.replace(cfg, max_minutes=0.0, steps=planned + 3)  # without a budget, train.steps rules
+    assert [h["step"] for h in train(MODEL, longer, DATA, ParallelConfig(), videos, tmp_path)] == [planned + i for i in (1, 2, 3)]
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(max_minutes=-1)
 
