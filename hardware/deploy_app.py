@@ -203,12 +203,17 @@ def _sim_outcome(session: Session, result: RolloutResult, scene: dict[str, np.nd
     if scene is not None and "episode_seed" in scene:
         out["scene_seed"] = int(scene["episode_seed"][0, 0])
     if session.sim.has_cube:
-        out["cube_lift_m"] = session.sim.cube_lift()
-        out["cube_lifted"] = bool(out["cube_lift_m"] >= LIFT_HEIGHT)
+        out.update(_cube_lift(session))
     if result.episode is not None:
         out["lowest_tcp_z_m"] = float(result.episode["eef_pos"][:, 2].min())
         out["floor_guard_m"] = float(session.robot.safety.config.workspace_min[2])
     return out
+
+
+def _cube_lift(session: Session) -> dict[str, Any]:
+    """franky-sim's cube now: its bottom's height above the table [m] and whether that counts as lifted."""
+    lift = session.sim.cube_lift()
+    return {"cube_lift_m": lift, "cube_lifted": bool(lift >= LIFT_HEIGHT)}
 
 
 def _sim_report(outcome: dict[str, Any]) -> str:
@@ -358,8 +363,7 @@ def _replay_online(cfg: DictConfig, store: EpisodeStore) -> dict[str, Any]:
                 err = path_error(episode["eef_pos"], result.episode["eef_pos"])
                 row.update(eef_path_error_mean_m=err["mean_m"], eef_path_error_max_m=err["max_m"])
             if session.sim is not None and session.sim.has_cube:
-                row["cube_lift_m"] = session.sim.cube_lift()
-                row["cube_lifted"] = row["cube_lift_m"] >= LIFT_HEIGHT
+                row.update(_cube_lift(session))
             rows.append(row)
             print(f"episode {i}: {result.n_steps}/{row['recorded_steps']} steps, stop {result.stop_reason}; "
                   + (f"end-effector path error vs recorded, from each start pose: mean {row['eef_path_error_mean_m'] * 100:.2f} cm, "

@@ -113,7 +113,7 @@ class RobotConfig:
     gripper_speed: float = 0.05  # m/s
     grasp_force: float = 20.0  # N
     gripper_open_width: float = HAND_OPEN_WIDTH  # m
-    gripper_epsilon: float = 0.08  # grasp succeeds for any object width in [0, open width]
+    gripper_epsilon: float = HAND_OPEN_WIDTH  # m; grasp succeeds for any object width in [0, open width]
     gripper_empty_width: float = 0.004  # m; closing to below this means nothing was grasped
 
     @property
